@@ -1,0 +1,19 @@
+"""Errors that end a command with a one-line message and exit code 2 (bad input, not a bug)."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad input from the user: a flag, a plan file, a dataset, a checkpoint.
+
+    The CLI prints `error: <message>` on one line and exits with code 2; nothing on disk is
+    written. The message names the bad value and what is allowed.
+    """
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be used: truncated, corrupted, foreign, newer, other architecture."""
+
+
+class HubUnavailableError(UsageError):
+    """A hub dataset could not be reached; the message says how to point the plan at local files."""
