@@ -1,0 +1,24 @@
+"""Model families; importing this package registers every `--exp`."""
+
+from lmplay.models.registry import (
+    TINY_SIZES,
+    Experiment,
+    ModelArgs,
+    describe_experiments,
+    experiment_names,
+    get_experiment,
+    register,
+)
+
+# Imported for their @register side effect; the registry must exist first.
+from lmplay.models import gpt2ish, modern, resscale  # noqa: E402, F401  # isort: skip
+
+__all__ = [
+    "TINY_SIZES",
+    "Experiment",
+    "ModelArgs",
+    "describe_experiments",
+    "experiment_names",
+    "get_experiment",
+    "register",
+]

@@ -1,0 +1,293 @@
+"""Cut documents into samples at sentence boundaries and serve them as deterministic batches.
+
+A document longer than the context becomes consecutive samples. The first sample of a document
+starts with `<|endoftext|>` (plus the document's own prompt, if any) so that its first token is a
+target too; each continuation starts with a *run-up*: the tail of the sentence before the cut,
+given as prompt and not trained on. Cuts fall at sentence ends, and inside a sentence only when
+the sentence alone does not fit. Continuations carry over into the next batch, so every truth
+token of an epoch is a target exactly once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmplay.data.tokenizer import EOT_ID
+
+IGNORE_INDEX = -100
+BATCHER_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Tokens of one training row: `prompt` is context only, `truth` is trained on."""
+
+    prompt: tuple[int, ...]
+    truth: tuple[int, ...]
+    doc: int = -1  # global document index within the stage (for the coverage ledger)
+    offset: int = 0  # where `truth` starts inside the document's truth tokens
+    truncated: int = 0  # prompt tokens dropped to fit the context
+    mid_sentence: bool = False  # True when the cut after this sample fell inside a sentence
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt) + len(self.truth)
+
+
+@dataclass
+class Batch:
+    """A collated list of samples: `targets[b, t]` is the token after `input_ids[b, t]`."""
+
+    input_ids: torch.Tensor  # (B, T) long, padded with EOT at the end of rows
+    targets: torch.Tensor  # (B, T) long, IGNORE_INDEX on prompt and padding positions
+    samples: list[Sample]
+
+    @property
+    def loss_tokens(self) -> int:
+        return int((self.targets != IGNORE_INDEX).sum())
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) input tokens."""
+        return sum(sample.num_tokens - 1 for sample in self.samples)
+
+    @property
+    def padding(self) -> int:
+        return self.input_ids.numel() - self.tokens
+
+
+def cut_document(
+    prompt_ids: Sequence[int],
+    truth_ids: Sequence[int],
+    sentence_ends: Sequence[int],
+    *,
+    context_len: int,
+    run_up_max: int,
+    doc: int = -1,
+) -> list[Sample]:
+    """Consecutive samples covering every truth token once, each at most context_len + 1 long.
+
+    A sample of n tokens trains n - 1 positions, so context_len + 1 tokens fill the context.
+    """
+    capacity = context_len + 1
+    min_truth = max(1, capacity // 4)
+    prompt = (EOT_ID, *prompt_ids)
+    truncated = max(0, len(prompt) - (capacity - min_truth))
+    prompt = prompt[truncated:]
+    boundaries = [0, *sentence_ends]
+    samples: list[Sample] = []
+    start = 0
+    while start < len(truth_ids):
+        room = capacity - len(prompt)
+        limit = start + room
+        ends_at = bisect.bisect_right(sentence_ends, limit) - 1
+        end = sentence_ends[ends_at] if ends_at >= 0 else 0
+        mid_sentence = end <= start
+        if mid_sentence:
+            end = min(limit, len(truth_ids))
+        samples.append(
+            Sample(tuple(prompt), tuple(truth_ids[start:end]), doc, start, truncated, mid_sentence)
+        )
+        truncated = 0
+        sentence_start = boundaries[bisect.bisect_left(boundaries, end) - 1]
+        prompt = tuple(truth_ids[max(sentence_start, end - run_up_max) : end])
+        start = end
+    return samples
+
+
+@dataclass
+class BatcherCounters:
+    samples: int = 0
+    tokens: int = 0
+    loss_tokens: int = 0
+    truncated_tokens: int = 0
+    mid_sentence_cuts: int = 0
+    padding_tokens: int = 0
+    padded_slots: int = 0
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        self.samples += len(samples)
+        self.tokens += sum(s.num_tokens - 1 for s in samples)
+        self.loss_tokens += sum(len(s.truth) for s in samples)
+        self.truncated_tokens += sum(s.truncated for s in samples)
+        self.mid_sentence_cuts += sum(s.mid_sentence for s in samples)
+
+    def add_padding(self, padding_tokens: int, slots: int) -> None:
+        """Padding depends on how the step splits the batch, so the step reports it."""
+        self.padding_tokens += padding_tokens
+        self.padded_slots += slots
+
+    def ratios(self) -> dict[str, float]:
+        seen = self.tokens + self.truncated_tokens
+        return {
+            "padding_ratio": self.padding_tokens / self.padded_slots if self.padded_slots else 0.0,
+            "truncation_ratio": self.truncated_tokens / seen if seen else 0.0,
+        }
+
+
+class Documents:
+    """Several tokenized datasets seen as one indexable list of documents."""
+
+    def __init__(self, datasets: Sequence[Any]) -> None:
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.datasets[which][int(index - self.offsets[which])]
+
+
+@dataclass
+class _Cursor:
+    epoch: int = 0
+    position: int = 0  # index into the epoch's document order
+    piece: int = 0  # sample index within the current document
+    counters: BatcherCounters = field(default_factory=BatcherCounters)
+
+
+class StageBatcher:
+    """Deterministic batches over `epochs` (fractional allowed) of a stage's documents.
+
+    The cursor is (epoch, position in the epoch's shuffled order, piece of the document), so a
+    resume recomputes one permutation and one document's cuts, not the batches before it.
+    """
+
+    def __init__(
+        self,
+        documents: Documents,
+        *,
+        epochs: float,
+        seed: int,
+        batch_size: int,
+        context_len: int,
+        run_up_max: int | None = None,
+    ) -> None:
+        if len(documents) == 0:
+            raise ValueError("a stage needs at least one document")
+        self.documents = documents
+        self.epochs = epochs
+        self.seed = seed
+        self.batch_size = batch_size
+        self.context_len = context_len
+        self.run_up_max = run_up_max if run_up_max is not None else max(1, context_len // 4)
+        self.cursor = _Cursor()
+        self._order: tuple[int, np.ndarray] | None = None
+        self._pieces: tuple[int, list[Sample]] | None = None
+
+    def epoch_length(self, epoch: int) -> int:
+        """Documents in `epoch`; the last epoch of a fractional count is partial."""
+        full_epochs = math.floor(self.epochs)
+        if epoch < full_epochs:
+            return len(self.documents)
+        if epoch == full_epochs:
+            return math.ceil((self.epochs - full_epochs) * len(self.documents))
+        return 0
+
+    def next_batch(self) -> list[Sample] | None:
+        """The next logical batch, or None when the stage is done (the last may be short)."""
+        samples: list[Sample] = []
+        while len(samples) < self.batch_size and not self.finished:
+            samples.append(self._take_sample())
+        if not samples:
+            return None
+        self.cursor.counters.add(samples)
+        return samples
+
+    @property
+    def finished(self) -> bool:
+        return self.cursor.position >= self.epoch_length(self.cursor.epoch)
+
+    def _take_sample(self) -> Sample:
+        cursor = self.cursor
+        doc = int(self._epoch_order(cursor.epoch)[cursor.position])
+        pieces = self._document_pieces(doc)
+        sample = pieces[cursor.piece]
+        cursor.piece += 1
+        if cursor.piece == len(pieces):
+            cursor.piece = 0
+            cursor.position += 1
+            if cursor.position == self.epoch_length(cursor.epoch):
+                cursor.epoch += 1
+                cursor.position = 0
+        return sample
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._order = (epoch, rng.permutation(len(self.documents)))
+        return self._order[1]
+
+    def _document_pieces(self, doc: int) -> list[Sample]:
+        if self._pieces is None or self._pieces[0] != doc:
+            row = self.documents[doc]
+            pieces = cut_document(
+                row["prompt_ids"],
+                row["truth_ids"],
+                row["sentence_ends"],
+                context_len=self.context_len,
+                run_up_max=self.run_up_max,
+                doc=doc,
+            )
+            self._pieces = (doc, pieces)
+        return self._pieces[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        counters = self.cursor.counters
+        return {
+            "version": BATCHER_STATE_VERSION,
+            "epoch": self.cursor.epoch,
+            "position": self.cursor.position,
+            "piece": self.cursor.piece,
+            "counters": dict(counters.__dict__),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != BATCHER_STATE_VERSION:
+            raise ValueError(f"batcher state version {state.get('version')} is not supported")
+        self.cursor = _Cursor(
+            state["epoch"], state["position"], state["piece"], BatcherCounters(**state["counters"])
+        )
+
+
+def validation_samples(documents: Documents, *, count: int, context_len: int) -> list[Sample]:
+    """The first `count` samples of the documents in order: a fixed validation set."""
+    samples: list[Sample] = []
+    for doc in range(len(documents)):
+        row = documents[doc]
+        samples.extend(
+            cut_document(
+                row["prompt_ids"],
+                row["truth_ids"],
+                row["sentence_ends"],
+                context_len=context_len,
+                run_up_max=max(1, context_len // 4),
+                doc=doc,
+            )
+        )
+        if len(samples) >= count:
+            break
+    return samples[:count]
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Pad to the longest sample; only positions whose next token is truth carry a target."""
+    width = max(sample.num_tokens for sample in samples) - 1
+    input_ids = torch.full((len(samples), width), EOT_ID, dtype=torch.long)
+    targets = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, sample in enumerate(samples):
+        tokens = torch.tensor(sample.prompt + sample.truth, dtype=torch.long)
+        length = len(tokens) - 1
+        input_ids[row, :length] = tokens[:-1]
+        first_target = len(sample.prompt) - 1  # the last prompt token predicts the first truth
+        targets[row, first_target:length] = tokens[first_target + 1 :]
+    return Batch(input_ids, targets, list(samples))

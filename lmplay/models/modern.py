@@ -1,0 +1,101 @@
+"""A Llama-style decoder: RMSNorm, rotary positions, SwiGLU, no biases, untied head."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from lmplay.errors import UsageError
+from lmplay.models.modules import (
+    CausalSelfAttention,
+    KVCache,
+    RMSNorm,
+    Rope,
+    SwiGLU,
+    init_weights,
+    rotary_tables,
+    start_position,
+)
+from lmplay.models.registry import ModelArgs, register
+
+
+class ModernBlock(nn.Module):
+    def __init__(self, args: ModelArgs, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(args.embed_dim)
+        self.attn = CausalSelfAttention(args, layer, bias=False)
+        self.mlp_norm = RMSNorm(args.embed_dim)
+        self.mlp = SwiGLU(args)
+
+    def forward(self, x: Tensor, cache: KVCache | None, rope: Rope) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cache, rope)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+@register(
+    "modern_med",
+    "modern at GPT-2 small sizes: 12 blocks, 768 dim",
+    num_blocks=12,
+    embed_dim=768,
+    num_heads=12,
+    context_len=1024,
+)
+@register(
+    "modern",
+    "Llama-style: RMSNorm, rotary positions, SwiGLU, no biases, untied head",
+    num_blocks=4,
+    embed_dim=256,
+    num_heads=4,
+    context_len=256,
+)
+class Modern(nn.Module):
+    """Subclasses swap the block (`block_class`) or tie the head (`tie_embeddings`)."""
+
+    block_class: ClassVar[type[nn.Module]] = ModernBlock
+    tie_embeddings: ClassVar[bool] = False
+    scale_residual_init: ClassVar[bool] = True
+
+    @staticmethod
+    def check_args(args: ModelArgs) -> None:
+        if args.head_dim % 2:
+            raise UsageError(
+                f"--embed-dim {args.embed_dim} / --num-heads {args.num_heads} gives head dim "
+                f"{args.head_dim}; rotary positions need an even head dim"
+            )
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.check_args(args)
+        self.args = args
+        self.wte = nn.Embedding(args.vocab_size, args.embed_dim)
+        self.drop = nn.Dropout(args.dropout)
+        self.blocks = nn.ModuleList(self.block_class(args, i) for i in range(args.num_blocks))
+        self.norm = RMSNorm(args.embed_dim)
+        self.lm_head = nn.Linear(args.embed_dim, args.vocab_size, bias=False)
+        init_weights(self, args.num_blocks, scale_residual=self.scale_residual_init)
+        if self.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, input_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        B, T = input_ids.shape
+        start = start_position(T, kv_cache, self.args.context_len)
+        rope = rotary_tables(self.args.head_dim, start, T, input_ids.device)  # (T, D/2) x2
+        x = self.drop(self.wte(input_ids))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, kv_cache, rope)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.lm_head(self.norm(x))  # (B, T, V)
+
+
+@register(
+    "modern_tied",
+    "modern with lm_head tied to the token embedding",
+    num_blocks=4,
+    embed_dim=256,
+    num_heads=4,
+    context_len=256,
+)
+class ModernTied(Modern):
+    tie_embeddings = True

@@ -1,0 +1,160 @@
+"""The experiment registry: `@register("name", ...)` on a model class makes it an `--exp`.
+
+A registration is an architecture plus default sizes, so presets of one class (`gpt2ish`,
+`gpt2ish_med`, ...) are several `@register` lines stacked on the same class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from lmplay.errors import UsageError
+from lmplay.models.modules import flops_per_token, matmul_params
+
+SIZE_KEYS = ("num_blocks", "embed_dim", "num_heads", "context_len")
+
+# Small enough that a forward+backward of every experiment takes milliseconds on a CPU.
+TINY_SIZES = dict(num_blocks=2, embed_dim=32, num_heads=2, context_len=64)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Everything needed to rebuild a model; stored in checkpoints beside the weights."""
+
+    num_blocks: int
+    embed_dim: int
+    num_heads: int
+    context_len: int
+    vocab_size: int = 50257
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dropout":
+                # bool is an int subclass; a JSON `true` must not pass as a size or a rate.
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UsageError(f"--dropout must be a number, got {value!r}")
+                if not 0.0 <= value < 1.0:
+                    raise UsageError(f"--dropout must be in [0, 1), got {value}")
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{_flag(f.name)} must be an integer, got {value!r}")
+            elif value <= 0:
+                raise UsageError(f"{_flag(f.name)} must be positive, got {value}")
+        if self.embed_dim % self.num_heads != 0:
+            raise UsageError(
+                f"--embed-dim {self.embed_dim} is not divisible by --num-heads {self.num_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    def to_dict(self) -> dict[str, int | float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, int | float]) -> ModelArgs:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"unknown model args {unknown}; expected keys from {sorted(known)}")
+        required = {f.name for f in fields(cls) if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise UsageError(f"model args are missing {missing}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One `--exp`: a model class and the sizes it is built at unless flags override them."""
+
+    name: str
+    description: str
+    model_class: type[nn.Module]
+    default_sizes: dict[str, int] = field(default_factory=dict)
+
+    def args(self, **overrides: int | float | None) -> ModelArgs:
+        """The default sizes with every non-None override applied, validated."""
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        args = ModelArgs(**{**self.default_sizes, **chosen})
+        check = getattr(self.model_class, "check_args", None)
+        if check is not None:
+            check(args)
+        return args
+
+    def build(self, args: ModelArgs) -> nn.Module:
+        return self.model_class(args)
+
+    def build_meta(self, args: ModelArgs) -> nn.Module:
+        """The model without storage: instant even for the largest preset, for counting."""
+        with torch.device("meta"):
+            return self.model_class(args)
+
+    def num_params(self, args: ModelArgs) -> int:
+        # parameters() yields a tied weight once, as the optimizer and checkpoints see it.
+        return sum(p.numel() for p in self.build_meta(args).parameters())
+
+    def flops_per_token(self, args: ModelArgs) -> int:
+        return flops_per_token(args, matmul_params(self.build_meta(args)))
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register(
+    name: str, description: str, **default_sizes: int
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering `--exp name`; stack several to add presets of one class."""
+    if set(default_sizes) != set(SIZE_KEYS):
+        raise ValueError(f"register({name!r}) needs exactly the sizes {SIZE_KEYS}")
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"experiment {name!r} is already registered")
+        _REGISTRY[name] = Experiment(name, description, cls, dict(default_sizes))
+        return cls
+
+    return decorate
+
+
+def experiment_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_experiment(name: str) -> Experiment:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        choices = ", ".join(experiment_names())
+        raise UsageError(f"unknown --exp {name!r}; choose one of: {choices}") from None
+
+
+def describe_experiments(overrides: Mapping[str, int | float | None] | None = None) -> str:
+    """The `--exp list` table: each experiment at its default sizes with `overrides` applied."""
+    header = ("exp", "blocks", "dim", "heads", "ctx", "params", "description")
+    rows = [header]
+    for name in experiment_names():
+        exp = _REGISTRY[name]
+        args = exp.args(**(overrides or {}))
+        sizes = (args.num_blocks, args.embed_dim, args.num_heads, args.context_len)
+        rows.append((name, *map(str, sizes), f"{exp.num_params(args):,}", exp.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)

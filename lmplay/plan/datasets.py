@@ -1,0 +1,68 @@
+"""Load, tokenize and split a plan's datasets into train and validation documents.
+
+Each dataset is loaded and tokenized once per process; `datasets` caches the tokenized Arrow
+files on disk, so a rerun reads them instead of tokenizing again. Validation rows are held out
+by a seeded permutation, so they never appear in training whatever the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmplay.data.batcher import Documents
+from lmplay.data.documents import tokenize_documents
+from lmplay.data.sources import load_source
+from lmplay.plan.format import DatasetDef, StageDef, TrainingPlan
+
+
+@dataclass(frozen=True)
+class SplitDataset:
+    train: object  # datasets.Dataset of tokenized documents
+    validation: object | None
+
+
+class PlanData:
+    def __init__(self, plan: TrainingPlan) -> None:
+        self.plan = plan
+        self._splits: dict[str, SplitDataset] = {}
+
+    def split(self, name: str) -> SplitDataset:
+        if name not in self._splits:
+            self._splits[name] = self._prepare(self.plan.datasets[name])
+        return self._splits[name]
+
+    def stage_documents(self, stage: StageDef) -> Documents:
+        return Documents([self.split(name).train for name in stage.datasets])
+
+    def validation_documents(self) -> dict[str, Documents]:
+        found = {}
+        for dataset in self.plan.validation_sets():
+            validation = self.split(dataset.name).validation
+            if validation is not None and len(validation) > 0:
+                found[dataset.name] = Documents([validation])
+        return found
+
+    def _prepare(self, dataset: DatasetDef) -> SplitDataset:
+        train_prompt = dataset.source.train_prompt
+        rows = tokenize_documents(load_source(dataset.source), train_prompt=train_prompt)
+        if dataset.validation_split:
+            held_out_source = dataclasses.replace(dataset.source, split=dataset.validation_split)
+            held_out = tokenize_documents(load_source(held_out_source), train_prompt=train_prompt)
+            return SplitDataset(rows, held_out)
+        count = held_out_count(len(rows), dataset.validation_fraction)
+        if count == 0:
+            return SplitDataset(rows, None)
+        order = np.random.default_rng(self.plan.seed).permutation(len(rows))
+        held_out_rows = np.sort(order[:count])
+        train_rows = np.sort(order[count:])
+        return SplitDataset(rows.select(train_rows), rows.select(held_out_rows))
+
+
+def held_out_count(rows: int, fraction: float) -> int:
+    """At least one validation row when asked for any, and never every row."""
+    if fraction <= 0 or rows < 2:
+        return 0
+    return min(rows - 1, max(1, round(rows * fraction)))

@@ -1,0 +1,75 @@
+"""Where a run is in its plan: the current stage, the stages done, and the stage's batcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmplay.errors import UsageError
+from lmplay.plan.format import TrainingPlan
+
+PROGRESS_STATE_VERSION = 1
+
+
+class PlanProgress:
+    """Stateful plan position. Completed stages are remembered by the hash of their definition."""
+
+    def __init__(self, plan: TrainingPlan) -> None:
+        self.plan = plan
+        self.stage_index = 0
+        self.completed: list[str] = []
+        self.batcher_state: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stage_index >= len(self.plan.stages)
+
+    def complete_stage(self) -> None:
+        self.completed.append(self.plan.stages[self.stage_index].fingerprint(self.plan))
+        self.stage_index += 1
+        self.batcher_state = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": PROGRESS_STATE_VERSION,
+            "stage_index": self.stage_index,
+            "completed": list(self.completed),
+            "current": self._current_fingerprint(),
+            "batcher": self.batcher_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != PROGRESS_STATE_VERSION:
+            raise UsageError(f"plan progress version {state.get('version')} is not supported")
+        self.stage_index = state["stage_index"]
+        self.completed = list(state["completed"])
+        self.batcher_state = state["batcher"]
+
+    def adopt(self, state: dict[str, Any]) -> str:
+        """Carry progress of a stored plan over to a changed plan (--override-plan).
+
+        Stages done before and unchanged stay done; the run resumes at the first stage that is
+        new or changed. The batcher position is kept only if that stage is unchanged.
+        """
+        fingerprints = self.plan.stage_fingerprints()
+        done = 0
+        while done < min(len(fingerprints), len(state["completed"])):
+            if fingerprints[done] != state["completed"][done]:
+                break
+            done += 1
+        self.stage_index = done
+        self.completed = fingerprints[:done]
+        same_current = (
+            done == state["stage_index"]
+            and done < len(fingerprints)
+            and state.get("current") == fingerprints[done]
+        )
+        self.batcher_state = state["batcher"] if same_current else None
+        if self.finished:
+            return "every stage of the plan is already done"
+        where = "continuing" if same_current else "starting"
+        return f"{where} at stage {done + 1} '{self.plan.stages[done].name}'"
+
+    def _current_fingerprint(self) -> str | None:
+        if self.finished:
+            return None
+        return self.plan.stages[self.stage_index].fingerprint(self.plan)

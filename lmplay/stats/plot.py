@@ -1,0 +1,274 @@
+"""Plots comparing runs: each metric against tokens, and each run's difference to a target run.
+
+matplotlib and numpy only (no torch), so plotting runs beside a training job. For every metric
+(loss, accuracy) and kind (validation; train too when asked) it writes:
+
+- `<metric>.<ext>`: one line per run (per run and validation set when there are several)
+  against tokens on a log x axis, smoothed by a trailing moving average;
+- `<metric>_diff.<ext>`: each run minus the target run, interpolated on the target's token
+  grid, so runs are compared at equal tokens seen;
+- `plots.json`: which runs and series each file holds (points, first and last tokens).
+
+Train plots carry a `train_` prefix. Identical inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.style
+import orjson
+from matplotlib.figure import Figure
+
+from lmplay.errors import UsageError
+from lmplay.stats.runs import RunStats
+from lmplay.stats.series import Series, difference, series_from_records
+
+OUT_TYPES = ("png", "svg", "pdf")
+DEFAULT_WINDOW = {"train": 20, "validation": 3}  # validation points are far fewer than train
+MANIFEST_NAME = "plots.json"
+# Dates and software versions left out so identical inputs give identical bytes.
+_SAVE_METADATA: dict[str, dict[str, Any]] = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
+_RC = {"svg.hashsalt": "lmplay", "figure.dpi": 100, "savefig.dpi": 100}
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """What `plot_runs` draws; the CLI flags of `lmp_plotstats` map one to one."""
+
+    out_type: str = "png"
+    plot_train: bool = False
+    plot_raw: bool = False
+    average_count: int | None = None  # None: DEFAULT_WINDOW per kind
+    target: str | None = None  # None: the run with the most tokens
+    max_files: int | None = None  # keep the runs with the most tokens (and the target)
+    min_tokens: int = 0
+    metrics: tuple[str, ...] = ("loss", "accuracy")
+
+    def __post_init__(self) -> None:
+        if self.out_type not in OUT_TYPES:
+            raise UsageError(f"unknown output type {self.out_type!r}; choose one of {OUT_TYPES}")
+        if self.average_count is not None and self.average_count < 1:
+            raise UsageError(f"--average-count must be at least 1, got {self.average_count}")
+        if self.max_files is not None and self.max_files < 1:
+            raise UsageError(f"--max-files must be at least 1, got {self.max_files}")
+        if self.min_tokens < 0:
+            raise UsageError(f"--min-tokens must not be negative, got {self.min_tokens}")
+
+    def window(self, kind: str) -> int:
+        return self.average_count or DEFAULT_WINDOW[kind]
+
+
+def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list[Path]:
+    """Write the plots and `plots.json` into `out_dir`; returns the paths written."""
+    labelled, target = select_runs(runs, options)
+    has_validation = any(r.validation for _, r in labelled)
+    kinds = ["validation"] if has_validation else []
+    if options.plot_train or not has_validation:  # a run without validation yet still plots
+        kinds.append("train")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colors = _colors([label for label, _ in labelled])
+    written: list[Path] = []
+    manifest: list[dict[str, Any]] = []
+    # The default style, not the user's matplotlibrc, so identical inputs give identical bytes.
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
+        for kind in kinds:
+            for metric in options.metrics:
+                lines = _collect(labelled, kind, metric)
+                if not lines:
+                    continue
+                stem = metric if kind == "validation" else f"{kind}_{metric}"
+                window = options.window(kind)
+                for suffix, figure, drawn in _plot_metric(
+                    lines, kind, metric, target, colors, options
+                ):
+                    path = figure.save(
+                        out_dir / f"{stem}{suffix}.{options.out_type}", options.out_type
+                    )
+                    written.append(path)
+                    manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
+    written.append(_write_manifest(out_dir, labelled, target, manifest))
+    return written
+
+
+def _plot_metric(
+    lines: list[Series],
+    kind: str,
+    metric: str,
+    target: str,
+    colors: dict[str, Any],
+    options: PlotOptions,
+) -> list[tuple[str, _Figure, list[Series]]]:
+    """(file suffix, figure, series drawn): the metric and, when the target has it, the diff."""
+    window = options.window(kind)
+    smooth = [s.smoothed(window) for s in lines]
+    datasets = sorted({s.dataset for s in lines}, key=str)
+    title = f"{kind} {metric}" + (f" (moving average of {window})" if window > 1 else "")
+    figure = _Figure(title, metric, colors, datasets)
+    for raw, line in zip(lines, smooth, strict=True):
+        figure.line(line, raw=raw if options.plot_raw else None)
+    plots = [("", figure, smooth)]
+    targets = {s.dataset: s for s in smooth if s.label == target}
+    if targets:
+        diffs = [difference(s, targets[s.dataset]) for s in smooth if s.dataset in targets]
+        title = f"{kind} {metric} minus {target} (at the target's tokens)"
+        figure = _Figure(title, f"{metric} difference", colors, datasets)
+        for line in diffs:
+            figure.line(line, emphasis=line.label == target)
+        plots.append(("_diff", figure, diffs))
+    return plots
+
+
+def select_runs(
+    runs: list[RunStats], options: PlotOptions
+) -> tuple[list[tuple[str, RunStats]], str]:
+    """Unique labels, `--min-tokens` and `--max-files` applied; returns (runs by label, target).
+
+    An explicitly named target is always kept; an unknown one raises `UsageError` listing names.
+    """
+    if not runs:
+        raise UsageError("no runs to plot")
+    labelled = label_runs(runs)
+    explicit = resolve_target(labelled, options.target) if options.target is not None else None
+    kept = [(lb, r) for lb, r in labelled if r.tokens >= options.min_tokens or lb == explicit]
+    if not kept:
+        most = max(r.tokens for r in runs)
+        raise UsageError(f"no run has at least {options.min_tokens} tokens (the most is {most})")
+    target = explicit or min(kept, key=lambda lr: (-lr[1].tokens, lr[0]))[0]
+    if options.max_files is not None:
+        ranked = sorted(kept, key=lambda lr: (lr[0] != target, -lr[1].tokens, lr[0]))
+        kept = sorted(ranked[: options.max_files], key=lambda lr: lr[0])
+    return kept, target
+
+
+def label_runs(runs: list[RunStats]) -> list[tuple[str, RunStats]]:
+    """Legend labels, sorted: the run name, with its folder (or path) added where names clash."""
+    labels = [r.run for r in runs]
+    for disambiguate in (
+        lambda r: f"{r.run} ({r.path.parent.name})",
+        lambda r: f"{r.run} ({r.path})",
+    ):
+        clashes = Counter(labels)
+        labels = [
+            disambiguate(r) if clashes[lb] > 1 else lb for lb, r in zip(labels, runs, strict=True)
+        ]
+    return sorted(zip(labels, runs, strict=True), key=lambda lr: (lr[0], str(lr[1].path)))
+
+
+def resolve_target(labelled: list[tuple[str, RunStats]], name: str) -> str:
+    matches = [lb for lb, _ in labelled if lb == name] or [
+        lb for lb, r in labelled if r.run == name
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(lb for lb, _ in labelled)
+    if matches:
+        raise UsageError(f"--target {name!r} is ambiguous; runs: {names}")
+    raise UsageError(f"unknown --target {name!r}; runs: {names}")
+
+
+def _collect(labelled: list[tuple[str, RunStats]], kind: str, metric: str) -> list[Series]:
+    lines = []
+    for label, run in labelled:
+        if kind == "train":
+            lines.append(series_from_records(label, None, run.train, metric))
+        else:
+            for name in sorted(run.validation):
+                lines.append(series_from_records(label, name, run.validation[name], metric))
+    return [s for s in lines if len(s)]
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+class _Figure:
+    """One axes of metric against tokens (log x) with the legend outside on the right."""
+
+    def __init__(
+        self, title: str, ylabel: str, colors: dict[str, Any], datasets: list[str | None]
+    ) -> None:
+        self.fig = Figure(figsize=(10, 6))
+        self.ax = self.fig.add_subplot()
+        self.ax.set_title(title)
+        self.ax.set_xlabel("tokens")
+        self.ax.set_ylabel(ylabel)
+        self.ax.set_xscale("log")
+        self.ax.grid(True, which="major", alpha=0.3)
+        self.colors = colors
+        self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
+
+    def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
+        color = self.colors[series.label]
+        style = self.styles[series.dataset]
+        label = series.label if len(self.styles) == 1 else f"{series.label} [{series.dataset}]"
+        label += " (target)" if emphasis else ""
+        if raw is not None:
+            self.ax.plot(raw.tokens, raw.values, color=color, ls=style, lw=0.8, alpha=0.25)
+        width = 2.5 if emphasis else 1.5
+        self.ax.plot(series.tokens, series.values, color=color, ls=style, lw=width, label=label)
+
+    def save(self, path: Path, out_type: str) -> Path:
+        if self.ax.lines:
+            self.ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        self.fig.savefig(
+            path, format=out_type, bbox_inches="tight", metadata=_SAVE_METADATA[out_type]
+        )
+        return path
+
+
+def _entry(
+    path: Path, kind: str, metric: str, window: int, lines: list[Series], *, diff: bool
+) -> dict[str, Any]:
+    series = [
+        {
+            "run": s.label,
+            "dataset": s.dataset,
+            "points": len(s),
+            "first_tokens": int(s.tokens[0]) if len(s) else None,
+            "last_tokens": int(s.tokens[-1]) if len(s) else None,
+        }
+        for s in lines
+    ]
+    return {
+        "file": path.name,
+        "kind": kind,
+        "metric": metric,
+        "diff": diff,
+        "window": window,
+        "series": series,
+    }
+
+
+def _write_manifest(
+    out_dir: Path, labelled: list[tuple[str, RunStats]], target: str, plots: list[dict[str, Any]]
+) -> Path:
+    runs = [
+        {
+            "label": lb,
+            "run": r.run,
+            "exp": r.exp,
+            "model": r.model,
+            "path": str(r.path),
+            "tokens": r.tokens,
+        }
+        for lb, r in labelled
+    ]
+    doc = {"format": "lmplay-plots", "version": 1, "target": target, "runs": runs, "plots": plots}
+    path = out_dir / MANIFEST_NAME
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path

@@ -1,0 +1,38 @@
+"""The start-of-run summary: architecture, sizes, parameters, weight-decay groups, plan."""
+
+from __future__ import annotations
+
+from lmplay.models import get_experiment
+from lmplay.train.session import Session
+
+
+def describe_session(session: Session, *, full: bool = False) -> str:
+    s = session
+    experiment = get_experiment(s.exp)
+    params = sum(p.numel() for p in s.model.parameters())
+    trainable = sum(p.numel() for p in s.model.parameters() if p.requires_grad)
+    args = s.model_args
+    precision = "fp32" if s.precision.dtype is None else str(s.precision.dtype).split(".")[-1]
+    lines = [
+        f"exp {s.exp}: {experiment.description}",
+        f"  {args.num_blocks} blocks, embed {args.embed_dim}, {args.num_heads} heads, "
+        f"context {args.context_len}; {params:,} parameters ({trainable:,} trainable)",
+        f"  device {s.device}, {precision}{', compiled' if s.cfg.system.compile_model else ''}; "
+        f"batch {s.cfg.batch.batch_size} in mini-batches of {s.cfg.batch.mini_batch()}; "
+        f"{s.cfg.optim.optimizer} lr {s.cfg.optim.lr:g}",
+        "weight-decay groups:",
+        *("  " + row for row in s.groups.describe().splitlines()),
+        f"plan '{s.plan.name}': "
+        + ", ".join(f"{st.name} ({st.epochs:g} epochs)" for st in s.plan.stages),
+    ]
+    if s.resumed_from is not None:
+        lines.append(
+            f"resumed from {s.resumed_from} at step {s.runner.step}, stage "
+            f"{min(s.progress.stage_index + 1, len(s.plan.stages))}/{len(s.plan.stages)}, "
+            f"{s.runner.tokens:,} tokens seen"
+        )
+    lines.extend(f"note: {note}" for note in s.notes)
+    if full:
+        lines.append(f"FLOPs per token (forward+backward): {experiment.flops_per_token(args):,}")
+        lines.append(str(s.model))
+    return "\n".join(lines)

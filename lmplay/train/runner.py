@@ -1,0 +1,30 @@
+"""The run's clocks and counters: optimizer steps, micro-steps, samples and tokens."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RUNNER_STATE_VERSION = 1
+
+
+@dataclass
+class RunnerState:
+    """A *step* is one optimizer update; a *micro-step* one forward/backward on a mini-batch."""
+
+    step: int = 0
+    micro_step: int = 0
+    samples: int = 0
+    tokens: int = 0  # real input tokens (no padding) trained on
+    loss_tokens: int = 0  # tokens that were targets
+    train_seconds: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": RUNNER_STATE_VERSION, **asdict(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != RUNNER_STATE_VERSION:
+            raise ValueError(f"runner state version {state.get('version')} is not supported")
+        for key, value in state.items():
+            if key != "version":
+                setattr(self, key, value)

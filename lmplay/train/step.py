@@ -1,0 +1,171 @@
+"""One optimizer step on a logical batch: mini-batches, token-weighted loss, clip, update.
+
+Each mini-batch backpropagates `sum_of_token_losses / loss_tokens_in_the_whole_batch`, so the
+accumulated gradient is the per-token mean over the logical batch whatever the split, including
+an uneven last mini-batch and rows of different lengths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmplay.data.batcher import IGNORE_INDEX, Batch, Sample, collate
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # per-token mean over the logical batch
+    accuracy: float  # share of targets the argmax predicted
+    loss_tokens: int
+    tokens: int  # real input tokens (no padding)
+    padding_tokens: int
+    padded_slots: int  # input positions computed, padding included
+    grad_norm: float
+    micro_steps: int
+
+
+@dataclass
+class Precision:
+    """How forward passes run: autocast dtype (None = full precision) and the grad scaler."""
+
+    device_type: str = "cpu"
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def token_losses(model: nn.Module, batch: Batch, precision: Precision) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the batch's targets (float32) and how many were right."""
+    with precision.autocast():
+        logits = model(batch.input_ids)  # (B, T, V)
+    logits = logits.float()
+    loss_sum = F.cross_entropy(
+        logits.view(-1, logits.size(-1)),
+        batch.targets.view(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    with torch.no_grad():
+        mask = batch.targets != IGNORE_INDEX
+        correct = int((logits.argmax(dim=-1)[mask] == batch.targets[mask]).sum())
+    return loss_sum, correct
+
+
+def split_mini_batches(samples: list[Sample], mini_batch_size: int) -> list[list[Sample]]:
+    return [samples[i : i + mini_batch_size] for i in range(0, len(samples), mini_batch_size)]
+
+
+@dataclass
+class _Accumulated:
+    loss_sum: float = 0.0
+    correct: int = 0
+    micro_steps: int = 0
+    padding_tokens: int = 0
+    padded_slots: int = 0
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    samples: list[Sample],
+    mini_batch_size: int,
+    device: torch.device,
+    precision: Precision,
+) -> _Accumulated:
+    """Backward over every mini-batch of the logical batch."""
+    total_loss_tokens = loss_tokens(samples)
+    acc = _Accumulated()
+    for chunk in split_mini_batches(samples, mini_batch_size):
+        mini = _to_device(collate(chunk), device)
+        loss_sum, correct = token_losses(model, mini, precision)
+        scaled = loss_sum / total_loss_tokens
+        if precision.scaler is not None:
+            scaled = precision.scaler.scale(scaled)
+        scaled.backward()
+        acc.loss_sum += float(loss_sum.detach())
+        acc.correct += correct
+        acc.micro_steps += 1
+        acc.padding_tokens += mini.padding
+        acc.padded_slots += mini.input_ids.numel()
+    return acc
+
+
+def loss_tokens(samples: list[Sample]) -> int:
+    return sum(len(sample.truth) for sample in samples)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: list[Sample],
+    *,
+    mini_batch_size: int,
+    grad_clip: float,
+    device: torch.device,
+    precision: Precision,
+    set_lr: Callable[[], None] | None = None,
+) -> StepResult:
+    """A full optimizer step. The optimizer is not stepped when the loss is not finite."""
+    optimizer.zero_grad(set_to_none=True)
+    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision)
+    total = loss_tokens(samples)
+    loss = acc.loss_sum / total
+    if precision.scaler is not None:
+        precision.scaler.unscale_(optimizer)
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    max_norm = grad_clip if grad_clip > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm)) if parameters else 0.0
+    if math.isfinite(loss):
+        if set_lr is not None:
+            set_lr()
+        if precision.scaler is not None:
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(
+        loss=loss,
+        accuracy=acc.correct / total,
+        loss_tokens=total,
+        tokens=sum(sample.num_tokens - 1 for sample in samples),
+        padding_tokens=acc.padding_tokens,
+        padded_slots=acc.padded_slots,
+        grad_norm=grad_norm,
+        micro_steps=acc.micro_steps,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    samples: list[Sample],
+    batch_size: int,
+    device: torch.device,
+    precision: Precision,
+) -> tuple[float, float, int]:
+    """Per-token mean loss and accuracy over `samples`: (loss, accuracy, loss_tokens)."""
+    loss_total, correct_total, tokens = 0.0, 0, 0
+    for chunk in split_mini_batches(samples, batch_size):
+        mini = _to_device(collate(chunk), device)
+        loss_sum, correct = token_losses(model, mini, precision)
+        loss_total += float(loss_sum)
+        correct_total += correct
+        tokens += mini.loss_tokens
+    return loss_total / tokens, correct_total / tokens, tokens
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if batch.input_ids.device == device:
+        return batch
+    return Batch(batch.input_ids.to(device), batch.targets.to(device), batch.samples)

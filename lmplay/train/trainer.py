@@ -1,0 +1,312 @@
+"""The training loop: stage -> batch -> step -> stats -> maybe validate -> maybe save."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lmplay.data.batcher import StageBatcher, validation_samples
+from lmplay.plan.datasets import PlanData
+from lmplay.state import capture_rng_state
+from lmplay.train.checkpoint import (
+    bad_state_path,
+    save_checkpoint,
+    stage_checkpoint_path,
+    step_checkpoint_path,
+)
+from lmplay.train.optim import set_lr
+from lmplay.train.schedule import lr_at
+from lmplay.train.session import Session
+from lmplay.train.signals import StopRequest
+from lmplay.train.step import StepResult, evaluate, train_step
+from lmplay.train.validation import validation_example
+
+EXIT_DIVERGED = 3
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Trainer:
+    def __init__(self, session: Session, data: PlanData | None = None) -> None:
+        self.s = session
+        self.data = data or PlanData(session.plan)
+        self.batcher: StageBatcher | None = None
+        self._validation_cache: dict[str, list] | None = None
+        self._last_flush = time.monotonic()
+
+    def fit(self) -> int:
+        """Train the rest of the plan; returns the process exit code."""
+        s = self.s
+        with StopRequest() as stop:
+            if s.runner.step == 0 and not s.progress.finished:
+                self.validate()
+            while not s.progress.finished and not stop.requested and not self.max_steps_reached:
+                stage = s.plan.stages[s.progress.stage_index]
+                self.batcher = self._stage_batcher()
+                with self._progress_bar(stage.name) as bar:
+                    while not stop.requested and not self.max_steps_reached:
+                        samples = self.batcher.next_batch()
+                        if samples is None:
+                            break
+                        result = self._step(samples)
+                        self._record(result, stage.name, bar)
+                        self._maybe_validate_and_save(len(samples))
+                if self.batcher.finished:
+                    s.progress.complete_stage()
+                    self.save(stage_checkpoint_path(s.cfg.model_path(), stage.name))
+            self.save()
+        self._report_end(stop)
+        return stop.exit_code
+
+    @property
+    def max_steps_reached(self) -> bool:
+        max_steps = self.s.cfg.io.max_steps
+        return max_steps is not None and self.s.runner.step >= max_steps
+
+    def _step(self, samples: list) -> StepResult:
+        s = self.s
+        s.train_model.train()
+        lr = lr_at(s.runner.step, s.schedule)
+        started = time.perf_counter()
+        result = train_step(
+            s.train_model,
+            s.optimizer,
+            samples,
+            mini_batch_size=s.cfg.batch.mini_batch(),
+            grad_clip=s.cfg.optim.grad_clip,
+            device=s.device,
+            precision=s.precision,
+            set_lr=lambda: set_lr(s.optimizer, lr),
+        )
+        if not math.isfinite(result.loss):
+            self._diverged(result)
+        s.runner.train_seconds += time.perf_counter() - started
+        s.runner.step += 1
+        s.runner.micro_step += result.micro_steps
+        s.runner.samples += len(samples)
+        s.runner.tokens += result.tokens
+        s.runner.loss_tokens += result.loss_tokens
+        assert self.batcher is not None
+        self.batcher.cursor.counters.add_padding(result.padding_tokens, result.padded_slots)
+        self._last_lr = lr
+        self._last_step_seconds = time.perf_counter() - started
+        return result
+
+    def _record(self, result: StepResult, stage: str, bar: tqdm) -> None:
+        s = self.s
+        tokens_per_s = result.tokens / max(self._last_step_seconds, 1e-9)
+        s.stats.add_train(
+            {
+                "samples": s.runner.samples,
+                "tokens": s.runner.tokens,
+                "steps": s.runner.step,
+                "stage": stage,
+                "loss": result.loss,
+                "accuracy": result.accuracy,
+                "lr": self._last_lr,
+                "grad_norm": result.grad_norm,
+                "tokens_per_s": tokens_per_s,
+                **self.batcher.cursor.counters.ratios(),
+            }
+        )
+        bar.set_postfix(
+            loss=f"{result.loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", tokens=f"{s.runner.tokens:,}"
+        )
+        bar.n = self._documents_done()
+        bar.refresh()
+        if time.monotonic() - self._last_flush > 30:
+            s.stats.flush()
+            self._last_flush = time.monotonic()
+
+    def _maybe_validate_and_save(self, batch_samples: int) -> None:
+        io = self.s.cfg.io
+        now = self.s.runner.samples
+        before = now - batch_samples
+        if now // io.validation_interval != before // io.validation_interval:
+            self.validate()
+        if now // io.save_interval != before // io.save_interval:
+            self.save()
+            if io.keep_last:
+                self._save_rolling()
+
+    def validate(self) -> dict[str, float]:
+        s = self.s
+        s.model.eval()
+        losses = {}
+        for name, samples in self._validation_sets().items():
+            loss, accuracy, _ = evaluate(
+                s.train_model, samples, s.cfg.batch.validation_batch(), s.device, s.precision
+            )
+            example = validation_example(s.model, samples[0], s.device, s.precision)
+            s.stats.add_validation(
+                name,
+                {
+                    "samples": s.runner.samples,
+                    "tokens": s.runner.tokens,
+                    "steps": s.runner.step,
+                    "loss": loss,
+                    "perplexity": math.exp(min(loss, 50.0)),
+                    "accuracy": accuracy,
+                    "example": example,
+                },
+            )
+            losses[name] = loss
+            tqdm.write(
+                f"validation {name} @ {s.runner.tokens:,} tokens: loss {loss:.4f}, "
+                f"accuracy {accuracy:.3f}\n  truth:      {example['truth'][:100]!r}\n"
+                f"  prediction: {example['prediction'][:100]!r}",
+                file=sys.stderr,
+            )
+        s.model.train()
+        return losses
+
+    def save(self, path: Path | None = None) -> None:
+        """Write the checkpoint (atomically) with every component's state."""
+        s = self.s
+        s.stats.flush()
+        self._last_flush = time.monotonic()
+        self._sync_batcher_state()
+        save_checkpoint(path or s.cfg.model_path(), self.components())
+        if path is not None and path != s.cfg.model_path():
+            save_checkpoint(s.cfg.model_path(), self.components())
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        s = self.s
+        components: dict[str, dict[str, Any]] = {
+            "model": {
+                "state_args": {"exp": s.exp, "model_args": s.model_args.to_dict()},
+                "state": s.model.state_dict(),
+            },
+            "optimizers": {
+                "state_args": {
+                    "name": s.cfg.optim.optimizer,
+                    "lr": s.cfg.optim.lr,
+                    "weight_decay": s.cfg.optim.weight_decay_value(),
+                    "groups": s.groups.table(),
+                },
+                "state": s.optimizer.state_dict(),
+            },
+            "lr_schedulers": {"state_args": s.schedule.to_dict(), "state": {"step": s.runner.step}},
+            "curriculum": {
+                "state_args": {"plan": s.plan.raw, "base_dir": s.plan.base_dir},
+                "state": s.progress.state_dict(),
+            },
+            "runner": {"state_args": {"config": s.cfg.to_dict()}, "state": s.runner.state_dict()},
+            "stats": {
+                "state_args": {"path": str(s.cfg.stats_path()), "run": s.cfg.run_name()},
+                "state": s.stats.state_dict(),
+            },
+            "rng": {"state_args": {}, "state": capture_rng_state()},
+        }
+        if s.precision.scaler is not None:
+            components["grad_scaler"] = {"state_args": {}, "state": s.precision.scaler.state_dict()}
+        return components
+
+    def _sync_batcher_state(self) -> None:
+        progress = self.s.progress
+        if self.batcher is not None and not progress.finished and not self.batcher.finished:
+            progress.batcher_state = self.batcher.state_dict()
+
+    def _save_rolling(self) -> None:
+        s = self.s
+        path = step_checkpoint_path(s.cfg.model_path(), s.runner.step)
+        save_checkpoint(path, self.components())
+        pattern = f"{s.cfg.model_path().stem}.step*{s.cfg.model_path().suffix}"
+        for old in sorted(path.parent.glob(pattern))[: -s.cfg.io.keep_last]:
+            old.unlink(missing_ok=True)
+
+    def _stage_batcher(self) -> StageBatcher:
+        s = self.s
+        stage = s.plan.stages[s.progress.stage_index]
+        batcher = StageBatcher(
+            self.data.stage_documents(stage),
+            epochs=stage.epochs,
+            seed=hash_seed(s.plan.seed, s.cfg.data.seed, s.progress.stage_index),
+            batch_size=s.cfg.batch.batch_size,
+            context_len=s.model_args.context_len,
+        )
+        if s.progress.batcher_state is not None:
+            batcher.load_state_dict(s.progress.batcher_state)
+        return batcher
+
+    def _validation_sets(self) -> dict[str, list]:
+        if self._validation_cache is None:
+            s = self.s
+            self._validation_cache = {
+                name: validation_samples(
+                    docs, count=s.cfg.batch.validation_samples, context_len=s.model_args.context_len
+                )
+                for name, docs in self.data.validation_documents().items()
+            }
+        return self._validation_cache
+
+    def _documents_done(self) -> int:
+        batcher = self.batcher
+        assert batcher is not None
+        cursor = batcher.cursor
+        return sum(batcher.epoch_length(e) for e in range(cursor.epoch)) + cursor.position
+
+    def _progress_bar(self, stage: str) -> tqdm:
+        batcher = self.batcher
+        assert batcher is not None
+        total = sum(batcher.epoch_length(e) for e in range(math.ceil(batcher.epochs)))
+        index = self.s.progress.stage_index + 1
+        return tqdm(
+            total=total,
+            initial=self._documents_done(),
+            desc=f"stage {index}/{len(self.s.plan.stages)} {stage}",
+            unit="doc",
+            mininterval=1.0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def _diverged(self, result: StepResult) -> None:
+        """The optimizer skipped the update, so the model still holds the last good weights."""
+        s = self.s
+        last_good = bad_state_path(s.cfg.model_path())
+        self._sync_batcher_state()
+        save_checkpoint(last_good, self.components())
+        raise TrainingDiverged(
+            f"loss is {result.loss} at step {s.runner.step + 1}: training stopped; the last good "
+            f"state is in {last_good} and {s.cfg.model_path()} was left as it is "
+            "(try a lower --lr or --grad-clip)"
+        )
+
+    def _report_end(self, stop: StopRequest) -> None:
+        s = self.s
+        where = (
+            f"step {s.runner.step}, {s.runner.samples:,} samples, {s.runner.tokens:,} tokens"
+        )
+        if stop.requested:
+            print(
+                f"stopped by {stop.signal.name} at {where}; saved {s.cfg.model_path()}\n"
+                f"resume with: {resume_command()}",
+                file=sys.stderr,
+            )
+        elif self.max_steps_reached and not s.progress.finished:
+            print(f"reached --max-steps at {where}; saved {s.cfg.model_path()}", file=sys.stderr)
+        else:
+            print(f"plan '{s.plan.name}' done at {where}; saved {s.cfg.model_path()}",
+                  file=sys.stderr)
+
+
+def hash_seed(*parts: int) -> int:
+    """Combine seeds without collisions between (plan seed, run seed, stage) triples."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + part) % (2**63)
+    return value
+
+
+def resume_command() -> str:
+    return " ".join(shlex.quote(arg) for arg in ["lmp_trainer", *sys.argv[1:]])
+

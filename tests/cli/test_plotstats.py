@@ -1,0 +1,121 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lmplay.cli.plotstats import main
+from lmplay.stats.recorder import StatsRecorder
+
+
+def _write_run(path: Path, run: str, points: int) -> Path:
+    rec = StatsRecorder(path, run=run, exp="gpt2ish", model=f"{run}.lmp", meta={})
+    for i in range(1, points + 1):
+        record = {"samples": i, "tokens": 500 * i, "loss": 8.0 / i, "accuracy": 0.01 * i}
+        rec.add_train(record)
+        rec.add_validation("shakespeare", record)
+    rec.flush()
+    return path
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lmplay.cli.plotstats", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_no_stats_files_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = _cli("empty", "elsewhere", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: no *.stats.json files found in: empty, elsewhere (missing)"
+    ]
+
+
+def test_default_location_is_out_gpt(tmp_path: Path) -> None:
+    result = _cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "out_gpt (missing)" in result.stderr
+
+
+def test_only_a_truncated_file_is_exit_2_naming_it(tmp_path: Path) -> None:
+    bad = _write_run(tmp_path / "runs" / "bad.stats.json", "bad", 3)
+    bad.write_bytes(bad.read_bytes()[:40])
+    result = _cli("runs", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: runs/bad.stats.json: not valid JSON")
+
+
+def test_truncated_file_is_skipped_when_a_good_one_remains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_run(tmp_path / "good.stats.json", "good", 4)
+    bad = _write_run(tmp_path / "bad.stats.json", "bad", 3)
+    bad.write_bytes(bad.read_bytes()[:-10])
+    assert main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"warning: skipped {bad}: " + err.split(f"{bad}: ", 1)[1].strip()]
+    assert "not valid JSON" in err
+    assert str(tmp_path / "loss.png") in out.splitlines()
+    manifest = orjson.loads((tmp_path / "plots.json").read_bytes())
+    assert [r["run"] for r in manifest["runs"]] == ["good"]
+
+
+def test_unknown_target_lists_run_names(tmp_path: Path) -> None:
+    _write_run(tmp_path / "runs" / "a.stats.json", "alpha", 3)
+    _write_run(tmp_path / "runs" / "b.stats.json", "beta", 3)
+    result = _cli("runs", "--target", "gamma", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: unknown --target 'gamma'; runs: alpha, beta"]
+    assert not (tmp_path / "runs" / "plots.json").exists()
+
+
+def test_plots_without_importing_torch(tmp_path: Path) -> None:
+    _write_run(tmp_path / "runs" / "a.stats.json", "alpha", 5)
+    _write_run(tmp_path / "runs" / "b.stats.json", "beta", 3)
+    code = (
+        "import sys\n"
+        "from lmplay.cli.plotstats import main\n"
+        "rc = main(['runs', '--out-dir', 'plots', '--plot-train'])\n"
+        "assert 'matplotlib' in sys.modules\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+        "sys.exit(rc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "torch imported: False"
+    assert "plots/loss.png" in lines and "plots/train_loss_diff.png" in lines
+    manifest = orjson.loads((tmp_path / "plots" / "plots.json").read_bytes())
+    assert [r["run"] for r in manifest["runs"]] == ["alpha", "beta"]
+
+
+def test_out_dir_defaults_to_first_folder_and_options_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_run(tmp_path / "a.stats.json", "alpha", 6)
+    _write_run(tmp_path / "b.stats.json", "beta", 2)
+    args = [str(tmp_path), "--out-type", "svg", "--average-count", "1", "--min-tokens", "2000"]
+    assert main(args) == 0
+    assert (tmp_path / "loss.svg").exists() and (tmp_path / "accuracy_diff.svg").exists()
+    manifest = orjson.loads((tmp_path / "plots.json").read_bytes())
+    assert [r["run"] for r in manifest["runs"]] == ["alpha"]
+    assert {p["window"] for p in manifest["plots"]} == {1}
+    capsys.readouterr()
+
+
+def test_bad_option_value_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_run(tmp_path / "a.stats.json", "alpha", 2)
+    assert main([str(tmp_path), "--max-files", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-files must be at least 1, got 0\n"

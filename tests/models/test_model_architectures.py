@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmplay.models import TINY_SIZES, experiment_names, get_experiment
+from lmplay.models.modules import RMSNorm
+
+VOCAB = 97
+
+
+def build(name: str, seed: int = 0, **overrides) -> nn.Module:
+    exp = get_experiment(name)
+    torch.manual_seed(seed)
+    return exp.build(exp.args(**{**TINY_SIZES, "vocab_size": VOCAB, **overrides}))
+
+
+def tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_forward_backward_gives_finite_grads_everywhere(name):
+    model = build(name)
+    assert model.args.vocab_size == VOCAB
+    x = tokens(3, 20)  # shorter than the context on purpose
+    logits = model(x)
+    assert logits.shape == (3, 20, VOCAB)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+    # An untrained model predicts close to uniform.
+    assert abs(loss.item() - math.log(VOCAB)) < 0.5
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_changing_a_token_only_changes_later_logits(name):
+    model = build(name).eval()
+    x = tokens(2, 32)
+    t = 17
+    y = x.clone()
+    y[:, t] = (y[:, t] + 1) % VOCAB
+    a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :t], b[:, :t])
+    assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_longer_than_context_is_refused(name):
+    model = build(name)
+    model(tokens(1, TINY_SIZES["context_len"]))
+    with pytest.raises(ValueError, match="exceed the context length"):
+        model(tokens(1, TINY_SIZES["context_len"] + 1))
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_same_seed_builds_identical_weights_and_state_round_trips(name):
+    a, b = build(name, seed=3), build(name, seed=3)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb
+        assert torch.equal(va, vb), ka
+    c = build(name, seed=4)
+    c.load_state_dict(a.state_dict())
+    x = tokens(1, 10)
+    torch.testing.assert_close(c.eval()(x), a.eval()(x), rtol=0, atol=0)
+
+
+def test_dropout_is_active_only_in_training():
+    model = build("gpt2ish", dropout=0.2)
+    x = tokens(2, 16)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_gpt2ish_init_follows_gpt2():
+    blocks = 4
+    model = build("gpt2ish", embed_dim=128, num_heads=4, num_blocks=blocks)
+    assert model.lm_head.weight is model.wte.weight
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        elif ".ln_" in name or name.startswith("ln_f"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        else:
+            residual_out = name.endswith("proj.weight")
+            expected = 0.02 / math.sqrt(2 * blocks) if residual_out else 0.02
+            assert p.std().item() == pytest.approx(expected, rel=0.1), name
+            assert abs(p.mean().item()) < expected / 5, name
+
+
+def test_modern_has_no_biases_rmsnorm_and_untied_head():
+    model = build("modern")
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+    norms = [m for m in model.modules() if isinstance(m, RMSNorm)]
+    assert len(norms) == 2 * TINY_SIZES["num_blocks"] + 1
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    assert model.lm_head.weight is not model.wte.weight
+    tied = build("modern_tied")
+    assert tied.lm_head.weight is tied.wte.weight
+
+
+def test_resscale_gains_start_small_and_skip_weight_decay():
+    model = build("resscale")
+    gains = {n: p for n, p in model.named_parameters() if n.endswith(".gain")}
+    assert len(gains) == 2 * TINY_SIZES["num_blocks"]
+    for name, p in gains.items():
+        assert p.skip_weight_decay is True, name
+        assert torch.equal(p, torch.full_like(p, 0.1)), name
+    # Everything else is left to the optimizer's generic rule.
+    others = [p for n, p in model.named_parameters() if n not in gains]
+    assert not any(getattr(p, "skip_weight_decay", False) for p in others)
+
+
+def test_resscale_output_projections_are_not_depth_scaled():
+    model = build("resscale", embed_dim=128, num_heads=4, num_blocks=4)
+    proj = model.blocks[0].attn.proj.weight
+    assert proj.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_rmsnorm_normalises_to_unit_rms():
+    norm = RMSNorm(64)
+    x = torch.randn(4, 7, 64) * 5 + 2
+    y = norm(x)
+    torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(4, 7), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,125 @@
+import pytest
+import torch
+from torch import nn
+
+from lmplay.errors import UsageError
+from lmplay.models import (
+    TINY_SIZES,
+    ModelArgs,
+    describe_experiments,
+    experiment_names,
+    get_experiment,
+    register,
+)
+from lmplay.models import registry
+from lmplay.models.modules import flops_per_token
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test vanish with it."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_names_are_sorted_and_include_presets():
+    names = experiment_names()
+    assert names == sorted(names)
+    for expected in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "modern", "resscale"):
+        assert expected in names
+
+
+def test_unknown_experiment_lists_every_valid_name():
+    with pytest.raises(UsageError) as info:
+        get_experiment("foo")
+    msg = str(info.value)
+    assert msg.startswith("unknown --exp 'foo'; choose one of: ")
+    assert msg.endswith(", ".join(experiment_names()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(embed_dim=30, num_heads=4), "--embed-dim 30 is not divisible by --num-heads 4"),
+        (dict(num_blocks=0), "--num-blocks must be positive, got 0"),
+        (dict(context_len=-8), "--context-len must be positive, got -8"),
+        (dict(num_heads=2.0), "--num-heads must be an integer, got 2.0"),
+        (dict(dropout=1.0), "--dropout must be in [0, 1), got 1.0"),
+    ],
+)
+def test_bad_sizes_name_the_flag(overrides, message):
+    with pytest.raises(UsageError) as info:
+        get_experiment("gpt2ish").args(**overrides)
+    assert str(info.value) == message
+
+
+def test_rotary_needs_even_head_dim():
+    with pytest.raises(UsageError, match="even head dim"):
+        get_experiment("modern").args(embed_dim=30, num_heads=2)
+    # gpt2ish has no rotary, so the same sizes are fine there.
+    assert get_experiment("gpt2ish").args(embed_dim=30, num_heads=2).head_dim == 15
+
+
+def test_args_apply_only_non_none_overrides():
+    exp = get_experiment("gpt2ish")
+    args = exp.args(num_blocks=3, embed_dim=None, vocab_size=97)
+    assert args.num_blocks == 3
+    assert args.embed_dim == exp.default_sizes["embed_dim"]
+    assert args.vocab_size == 97
+
+
+def test_model_args_round_trip_and_reject_unknown_keys():
+    args = ModelArgs(**TINY_SIZES, vocab_size=97, dropout=0.1)
+    assert ModelArgs.from_dict(args.to_dict()) == args
+    with pytest.raises(UsageError, match="unknown model args \\['n_layer'\\]"):
+        ModelArgs.from_dict({**args.to_dict(), "n_layer": 4})
+    incomplete = args.to_dict()
+    del incomplete["embed_dim"]
+    with pytest.raises(UsageError, match="missing \\['embed_dim'\\]"):
+        ModelArgs.from_dict(incomplete)
+
+
+def test_register_rejects_duplicates_and_incomplete_sizes(scratch_registry):
+    @register("scratch", "a test model", **TINY_SIZES)
+    class Scratch(nn.Module):
+        pass
+
+    assert get_experiment("scratch").model_class is Scratch
+    with pytest.raises(ValueError, match="already registered"):
+        register("scratch", "again", **TINY_SIZES)(Scratch)
+    with pytest.raises(ValueError, match="needs exactly the sizes"):
+        register("other", "no context", num_blocks=1, embed_dim=8, num_heads=1)
+
+
+def _table_params(table: str) -> dict[str, int]:
+    rows = table.splitlines()[1:]
+    return {row.split()[0]: int(row.split()[5].replace(",", "")) for row in rows}
+
+
+def test_describe_counts_match_built_models():
+    overrides = dict(TINY_SIZES, vocab_size=97)
+    listed = _table_params(describe_experiments(overrides))
+    assert sorted(listed) == experiment_names()
+    for name, count in listed.items():
+        exp = get_experiment(name)
+        model = exp.build(exp.args(**overrides))
+        assert count == sum(p.numel() for p in model.parameters()), name
+
+
+def test_gpt2ish_med_is_gpt2_small():
+    exp = get_experiment("gpt2ish_med")
+    # The published parameter count of GPT-2 small (124M) with its tied head.
+    assert exp.num_params(exp.args()) == 124_439_808
+
+
+def test_flops_estimate_matches_exact_count_for_gpt2():
+    exp = get_experiment("gpt2ish_med")
+    args = exp.args()
+    L, d, T, V = args.num_blocks, args.embed_dim, args.context_len, args.vocab_size
+    expected = 6 * (12 * L * d * d + d * V) + 12 * L * d * T
+    assert exp.flops_per_token(args) == expected == flops_per_token(args)
+
+
+def test_meta_build_allocates_nothing():
+    exp = get_experiment("gpt2ish_large")
+    model = exp.build_meta(exp.args())
+    assert all(p.device == torch.device("meta") for p in model.parameters())

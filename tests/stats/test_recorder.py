@@ -1,0 +1,161 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmplay.stats.recorder import StatsRecorder
+from lmplay.stats.runs import load_stats
+
+
+def _recorder(path: Path) -> StatsRecorder:
+    return StatsRecorder(path, run="r", exp="gpt2ish", model="r.lmp", meta={"batch_size": 4})
+
+
+def _rec(i: int, **extra: object) -> dict:
+    return {"samples": 4 * i, "tokens": 100 * i, "steps": i, "loss": 10.0 - i} | extra
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "r.stats.json"
+    rec = _recorder(path)
+    rec.add_train(_rec(1, stage="s1", lr=np.float32(0.5), grad_norm=torch.tensor(2.0)))
+    rec.add_validation("shakespeare", _rec(1, example={"prompt": "a", "truth": "b"}))
+    rec.flush()
+    stats = load_stats(path)
+    assert (stats.run, stats.exp, stats.model) == ("r", "gpt2ish", "r.lmp")
+    assert stats.meta == {"batch_size": 4}
+    assert stats.train == [_rec(1, stage="s1", lr=0.5, grad_norm=2.0)]
+    assert stats.validation == {"shakespeare": [_rec(1, example={"prompt": "a", "truth": "b"})]}
+    assert rec.train == stats.train and rec.validation == stats.validation
+
+
+def test_non_finite_loss_is_stored_as_null(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    rec.add_train(_rec(1) | {"loss": float("nan")})
+    rec.flush()
+    assert load_stats(rec.path).train[0]["loss"] is None
+
+
+def test_record_without_required_keys_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tokens"):
+        _recorder(tmp_path / "r.stats.json").add_train({"samples": 1, "loss": 2.0})
+
+
+def test_records_are_copied_not_aliased(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    record = _rec(1)
+    rec.add_train(record)
+    record["loss"] = 99.0
+    assert rec.train[0]["loss"] == 9.0
+
+
+def test_flush_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "r.stats.json"
+    rec = _recorder(path)
+    rec.flush()  # an empty history still writes a valid file
+    assert load_stats(path).train == []
+    for i in range(1, 4):
+        rec.add_train(_rec(i))
+        rec.flush()
+    assert [p.name for p in tmp_path.iterdir()] == ["r.stats.json"]
+    assert len(load_stats(path).train) == 3
+
+
+def test_failed_write_keeps_previous_file_and_removes_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.stats.json"
+    rec = _recorder(path)
+    rec.add_train(_rec(1))
+    rec.flush()
+    before = path.read_bytes()
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lmplay.stats.recorder.os.replace", crash)
+    rec.add_train(_rec(2))
+    with pytest.raises(OSError, match="disk full"):
+        rec.flush()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.stats.json"]
+
+
+def test_resume_drops_records_written_after_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "r.stats.json"
+    rec = _recorder(path)
+    for i in range(1, 6):
+        rec.add_train(_rec(i))
+    rec.add_validation("v", _rec(5))
+    rec.flush()
+    state = rec.state_dict()
+    assert state == {"version": 1, "train_count": 5, "validation_counts": {"v": 1}}
+    for i in range(6, 9):  # the interrupted run's tail, past the checkpoint
+        rec.add_train(_rec(i))
+    rec.add_validation("v", _rec(8))
+    rec.add_validation("w", _rec(8))
+    rec.flush()
+    assert len(load_stats(path).train) == 8
+
+    resumed = _recorder(path)
+    resumed.load_state_dict(state)
+    assert resumed.train == [_rec(i) for i in range(1, 6)]
+    assert resumed.validation == {"v": [_rec(5)]}
+    resumed.add_train(_rec(6, replayed=True))
+    resumed.flush()
+    train = load_stats(path).train
+    assert [r["tokens"] for r in train] == [100, 200, 300, 400, 500, 600]
+    assert train[-1]["replayed"] is True
+    assert load_stats(path).validation == {"v": [_rec(5)]}
+
+
+def test_state_dict_flushes_so_counts_match_the_file(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    rec.add_train(_rec(1))
+    assert rec.state_dict()["train_count"] == len(load_stats(rec.path).train) == 1
+
+
+def test_resume_with_missing_file_warns_and_starts_empty(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    state = {"version": 1, "train_count": 3, "validation_counts": {"v": 1}}
+    with pytest.warns(UserWarning, match="missing"):
+        rec.load_state_dict(state)
+    assert rec.train == [] and rec.validation == {}
+
+
+def test_resume_with_short_file_warns_and_keeps_what_exists(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    rec.add_train(_rec(1))
+    rec.flush()
+    resumed = _recorder(rec.path)
+    with pytest.warns(UserWarning, match="train 1/4"):
+        resumed.load_state_dict({"version": 1, "train_count": 4, "validation_counts": {}})
+    assert resumed.train == [_rec(1)]
+
+
+def test_resume_with_zero_counts_and_no_file_is_silent(tmp_path: Path, recwarn) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    rec.load_state_dict({"version": 1, "train_count": 0, "validation_counts": {}})
+    assert len(recwarn) == 0 and rec.train == []
+
+
+def test_unknown_state_version_is_refused(tmp_path: Path) -> None:
+    from lmplay.errors import UsageError
+
+    with pytest.raises(UsageError, match="version"):
+        _recorder(tmp_path / "r.stats.json").load_state_dict(
+            {"version": 2, "train_count": 0, "validation_counts": {}}
+        )
+
+
+def test_reset_drops_history(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "r.stats.json")
+    rec.add_train(_rec(1))
+    rec.add_validation("v", _rec(1))
+    rec.flush()
+    rec.reset()
+    rec.flush()
+    stats = load_stats(rec.path)
+    assert stats.train == [] and stats.validation == {}
+    assert rec.state_dict()["train_count"] == 0

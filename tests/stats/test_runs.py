@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lmplay.errors import UsageError
+from lmplay.stats.runs import FORMAT, find_stats_files, load_stats
+
+
+def _write(path: Path, doc: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(doc))
+    return path
+
+
+def _doc(**overrides: object) -> dict:
+    doc = {
+        "format": FORMAT,
+        "version": 1,
+        "run": "r",
+        "exp": "gpt2ish",
+        "model": "r.lmp",
+        "meta": {"plan": "tiny"},
+        "train": [{"samples": 4, "tokens": 100, "loss": 5.0, "custom": [1, 2]}],
+        "validation": {"v": [{"samples": 4, "tokens": 100, "loss": None}]},
+    }
+    return doc | overrides
+
+
+def test_load_keeps_unknown_keys_and_null_loss(tmp_path: Path) -> None:
+    stats = load_stats(_write(tmp_path / "r.stats.json", _doc()))
+    assert stats.run == "r" and stats.exp == "gpt2ish" and stats.meta == {"plan": "tiny"}
+    assert stats.train[0]["custom"] == [1, 2]
+    assert stats.validation["v"][0]["loss"] is None
+    assert stats.tokens == 100
+
+
+def test_run_name_defaults_to_file_stem(tmp_path: Path) -> None:
+    doc = _doc()
+    del doc["run"]
+    assert load_stats(_write(tmp_path / "my_model.stats.json", doc)).run == "my_model"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"format": "lmplay-stats", "version": 1, "train": [{"sam', "not valid JSON"),
+        (orjson.dumps({"format": "other"}), "not an lmplay stats file"),
+        (orjson.dumps([1, 2]), "not an lmplay stats file"),
+        (orjson.dumps(_doc(version=2)), "newer"),
+        (orjson.dumps(_doc(train=[{"samples": 1, "loss": 2.0}])), "'tokens'"),
+        (orjson.dumps(_doc(train={"a": 1})), "must be a list"),
+        (orjson.dumps(_doc(validation=[])), "validation"),
+    ],
+)
+def test_bad_files_raise_usage_error_naming_the_file(
+    tmp_path: Path, content: bytes, needle: str
+) -> None:
+    path = tmp_path / "bad.stats.json"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=needle) as info:
+        load_stats(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read"):
+        load_stats(tmp_path / "nope.stats.json")
+
+
+def test_find_stats_files_recurses_dedups_and_reports_missing(tmp_path: Path) -> None:
+    a = _write(tmp_path / "x" / "a.stats.json", _doc())
+    b = _write(tmp_path / "x" / "deep" / "b.stats.json", _doc())
+    _write(tmp_path / "x" / "notes.json", {})
+    files, missing = find_stats_files([tmp_path / "x", a, tmp_path / "gone"])
+    assert files == [a, b]
+    assert missing == [tmp_path / "gone"]
