@@ -14,6 +14,7 @@ Train plots carry a `train_` prefix. Identical inputs give byte-identical files.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,21 +86,16 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
     manifest: list[dict[str, Any]] = []
     # The default style, not the user's matplotlibrc, so identical inputs give identical bytes.
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
-        for kind in kinds:
-            for metric in options.metrics:
-                lines = _collect(labelled, kind, metric)
-                if not lines:
-                    continue
-                stem = metric if kind == "validation" else f"{kind}_{metric}"
-                window = options.window(kind)
-                for suffix, figure, drawn in _plot_metric(
-                    lines, kind, metric, target, colors, options
-                ):
-                    path = figure.save(
-                        out_dir / f"{stem}{suffix}.{options.out_type}", options.out_type
-                    )
-                    written.append(path)
-                    manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
+        for kind, metric in itertools.product(kinds, options.metrics):
+            lines = _collect(labelled, kind, metric)
+            if not lines:
+                continue
+            stem = metric if kind == "validation" else f"{kind}_{metric}"
+            window = options.window(kind)
+            for suffix, figure, drawn in _plot_metric(lines, kind, metric, target, colors, options):
+                path = figure.save(out_dir / f"{stem}{suffix}.{options.out_type}", options.out_type)
+                written.append(path)
+                manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
     written.append(_write_manifest(out_dir, labelled, target, manifest))
     return written
 

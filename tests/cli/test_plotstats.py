@@ -63,8 +63,8 @@ def test_truncated_file_is_skipped_when_a_good_one_remains(
     bad.write_bytes(bad.read_bytes()[:-10])
     assert main([str(tmp_path)]) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines() == [f"warning: skipped {bad}: " + err.split(f"{bad}: ", 1)[1].strip()]
-    assert "not valid JSON" in err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"warning: skipped {bad}: not valid JSON")
     assert str(tmp_path / "loss.png") in out.splitlines()
     manifest = orjson.loads((tmp_path / "plots.json").read_bytes())
     assert [r["run"] for r in manifest["runs"]] == ["good"]

@@ -40,10 +40,16 @@ def test_plots_two_runs(tmp_path: Path, two_runs: list[RunStats]) -> None:
     out = tmp_path / "plots"
     written = plot_runs(two_runs, out, PlotOptions(plot_train=True, plot_raw=True))
     names = sorted(p.name for p in written)
-    assert names == sorted(
-        ["loss.png", "loss_diff.png", "train_loss.png", "train_loss_diff.png"]
-        + ["train_accuracy.png", "train_accuracy_diff.png", "plots.json"]
-    )  # validation records carry no accuracy, so there is no validation accuracy plot
+    # validation records carry no accuracy, so there is no validation accuracy plot
+    assert names == [
+        "loss.png",
+        "loss_diff.png",
+        "plots.json",
+        "train_accuracy.png",
+        "train_accuracy_diff.png",
+        "train_loss.png",
+        "train_loss_diff.png",
+    ]
     for path in written:
         assert path.parent == out and path.stat().st_size > 0
         if path.suffix == ".png":
@@ -116,6 +122,7 @@ def test_clashing_run_names_get_their_folder(tmp_path: Path) -> None:
     runs = [load_stats(write_run(tmp_path / d / "m.stats.json", "same", 5)) for d in ("x", "y")]
     selected, target = select_runs(runs, PlotOptions())
     assert [label for label, _ in selected] == ["same (x)", "same (y)"]
+    assert target == "same (x)"  # equal tokens: the first label wins, deterministically
     with pytest.raises(UsageError, match="ambiguous"):
         select_runs(runs, PlotOptions(target="same"))
     assert select_runs(runs, PlotOptions(target="same (y)"))[1] == "same (y)"
