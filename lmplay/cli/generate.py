@@ -1,6 +1,6 @@
 """lmp_generator: continue a prompt with a trained checkpoint.
 
-    lmp_generator "Once upon a time" --model out_gpt/gpt2ish.lmp --max-new-tokens 100
+lmp_generator "Once upon a time" --model out_gpt/gpt2ish.lmp --max-new-tokens 100
 """
 
 from __future__ import annotations
@@ -54,15 +54,28 @@ def _load_model(path: Path, device: torch.device) -> nn.Module:
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
     # torch.load documents no exception set: truncated zips, pickles and garbage differ.
     except Exception as e:
-        raise CheckpointError(f"--model {path} cannot be read as a checkpoint: {e}") from None
+        raise CheckpointError(
+            f"--model {path} cannot be read as a checkpoint: {_one_line(str(e))}"
+        ) from None
     exp_name, model_args, state = _model_component(ckpt, path)
     exp = get_experiment(exp_name)
     model = exp.build(ModelArgs.from_dict(model_args))
+    misfit = f"--model {path} weights do not fit --exp {exp_name}"
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"--model {path} weights do not fit --exp {exp_name}: {e}") from None
+        keys = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{misfit}: {_one_line(str(e))}") from None
+    if keys.missing_keys or keys.unexpected_keys:
+        raise CheckpointError(
+            f"{misfit}: {len(keys.missing_keys)} missing keys {keys.missing_keys[:3]}, "
+            f"{len(keys.unexpected_keys)} unexpected keys {keys.unexpected_keys[:3]}"
+        )
     return model.to(device).eval()
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _device(name: str) -> torch.device:

@@ -1,10 +1,12 @@
 """Tokenize prompt/truth rows into training documents that know where their sentences end.
 
 The batcher cuts long documents at sentence ends, so each document carries the token offsets of
-those ends. Sentences are tokenized one by one and concatenated: GPT-2 BPE attaches a leading
-space to the following word, so a cut just before the space after ". " falls between tokens,
-and the concatenation nearly always equals the tokenization of the whole text. (It can differ
-where a run of 3+ newlines or trailing whitespace would have merged into one token.)
+those ends. A sentence ends at ". ", "! ", "? " (also after a closing quote or bracket) and at
+a newline. The cut goes just before the last whitespace character between the two sentences,
+so the space or newline in front of the next word starts the next sentence: GPT-2's
+pretokenizer splits a whitespace run at exactly that place (a space joins the next word, a
+newline stands alone), so tokenizing the sentences one by one and concatenating gives the same
+tokens as tokenizing the whole text.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from itertools import accumulate, chain
+from itertools import accumulate, chain, pairwise
 
 import datasets
 
 from lmplay.data.tokenizer import EOT_ID, RANKS_SHA256, get_tokenizer
 
-# Zero-width split points: before the space that follows ".", "!" or "?" (optionally closed by a
-# quote or bracket), and after every newline. "Mr. Smith" splits too; consistency beats guessing.
-_SENTENCE_SPLIT = r"(?<=[.!?])(?= )|(?<=[.!?][\"'”’)\]])(?= )|(?<=\n)"
-_SPLITTER = re.compile(_SENTENCE_SPLIT)
+# Whitespace as tiktoken's regex engine sees it: Python's \s also counts \x1c-\x1f.
+_WS = r"[^\S\x1c-\x1f]"
+# A whitespace run that follows a terminator (optionally closed by a quote or bracket) or holds a
+# newline, and is followed by more text; group 1 is its last character, where the cut goes.
+# "Mr. Smith" is cut too: consistency beats guessing.
+_SENTENCE_GAP = rf"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]])|(?={_WS}*\n)){_WS}*({_WS})(?!{_WS}|\Z)"
+_SENTENCE_GAP_RE = re.compile(_SENTENCE_GAP)
 # Bump when the tokenization of a row changes, so that cached Arrow files are not reused.
 _DOCUMENTS_VERSION = "documents-v1"
 
@@ -36,12 +41,15 @@ DOCUMENT_FEATURES = datasets.Features(
 
 
 def split_sentences(text: str) -> list[str]:
-    """Cut `text` into sentence pieces that concatenate back to `text` exactly.
+    """Cut `text` into sentences that concatenate back to `text` exactly.
 
-    A piece ends after ". ", "! " or "? " (the space starts the next piece) and after each
-    newline, so "\\n\\n" gives a piece of its own. Empty text gives no pieces.
+    `"Hi. Go!\\n\\nNext"` gives `["Hi.", " Go!\\n", "\\nNext"]`: the whitespace right before
+    a sentence's first word belongs to it. Trailing whitespace stays with the last sentence;
+    empty text gives no sentences.
     """
-    return [piece for piece in _SPLITTER.split(text) if piece]
+    cuts = [match.start(1) for match in _SENTENCE_GAP_RE.finditer(text)]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in pairwise(bounds) if a < b]
 
 
 def tokenize_documents(
@@ -64,7 +72,7 @@ def tokenize_documents(
         raise ValueError(
             f"expected prompt/truth rows, missing {sorted(missing)} in {ds.column_names}"
         )
-    definition = [_DOCUMENTS_VERSION, ds._fingerprint, train_prompt, RANKS_SHA256, _SENTENCE_SPLIT]
+    definition = [_DOCUMENTS_VERSION, ds._fingerprint, train_prompt, RANKS_SHA256, _SENTENCE_GAP]
     fingerprint = hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:32]
     return ds.map(
         _tokenize_batch,
@@ -79,15 +87,16 @@ def tokenize_documents(
 
 
 def _tokenize_batch(batch: dict[str, list[str]], train_prompt: bool) -> dict[str, list]:
-    # One encode_ordinary_batch call for every piece of the batch: tiktoken spreads it over
-    # threads, which a per-row call would not.
+    # Pieces are encoded one by one: for sentence-sized strings, encode_ordinary_batch's thread
+    # pool costs several times the encoding itself. Parallelism comes from `num_proc`.
+    encode = get_tokenizer().encode_ordinary
     pieces: list[str] = []
     layout: list[tuple[int, int]] = []
     for prompt, truth in zip(batch["prompt"], batch["truth"], strict=True):
         prompt_pieces, truth_pieces = split_sentences(prompt), split_sentences(truth)
         pieces += prompt_pieces + truth_pieces
         layout.append((len(prompt_pieces), len(truth_pieces)))
-    encoded = get_tokenizer().encode_ordinary_batch(pieces) if pieces else []
+    encoded = [encode(piece) for piece in pieces]
 
     out: dict[str, list] = {name: [] for name in DOCUMENT_FEATURES}
     start = 0

@@ -66,7 +66,7 @@ class GPT2ish(nn.Module):
         self.lm_head.weight = self.wte.weight
 
     def forward(self, input_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        B, T = input_ids.shape
+        T = input_ids.size(1)
         start = start_position(T, kv_cache, self.args.context_len)
         pos = torch.arange(start, start + T, device=input_ids.device)  # (T,)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)

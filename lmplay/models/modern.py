@@ -78,7 +78,7 @@ class Modern(nn.Module):
             self.lm_head.weight = self.wte.weight
 
     def forward(self, input_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        B, T = input_ids.shape
+        T = input_ids.size(1)
         start = start_position(T, kv_cache, self.args.context_len)
         rope = rotary_tables(self.args.head_dim, start, T, input_ids.device)  # (T, D/2) x2
         x = self.drop(self.wte(input_ids))  # (B, T, C)

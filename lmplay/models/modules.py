@@ -117,9 +117,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(args.embed_dim, args.embed_dim, bias=bias)
         self.resid_drop = nn.Dropout(args.dropout)
 
-    def forward(
-        self, x: Tensor, cache: KVCache | None = None, rope: Rope | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, rope: Rope | None = None) -> Tensor:
         B, T, C = x.shape
         H = self.num_heads
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each

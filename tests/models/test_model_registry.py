@@ -10,8 +10,8 @@ from lmplay.models import (
     experiment_names,
     get_experiment,
     register,
+    registry,
 )
-from lmplay.models import registry
 from lmplay.models.modules import flops_per_token
 
 
