@@ -22,6 +22,9 @@ import torch
 from lmplay.data.tokenizer import EOT_ID
 
 IGNORE_INDEX = -100
+# Padding sits at the end of rows and carries no target, so causal attention never lets it
+# influence a real position; 0 is valid in every vocabulary, including tiny test ones.
+PAD_ID = 0
 BATCHER_STATE_VERSION = 1
 
 
@@ -45,7 +48,7 @@ class Sample:
 class Batch:
     """A collated list of samples: `targets[b, t]` is the token after `input_ids[b, t]`."""
 
-    input_ids: torch.Tensor  # (B, T) long, padded with EOT at the end of rows
+    input_ids: torch.Tensor  # (B, T) long, padded with PAD_ID at the end of rows
     targets: torch.Tensor  # (B, T) long, IGNORE_INDEX on prompt and padding positions
     samples: list[Sample]
 
@@ -282,7 +285,7 @@ def validation_samples(documents: Documents, *, count: int, context_len: int) ->
 def collate(samples: Sequence[Sample]) -> Batch:
     """Pad to the longest sample; only positions whose next token is truth carry a target."""
     width = max(sample.num_tokens for sample in samples) - 1
-    input_ids = torch.full((len(samples), width), EOT_ID, dtype=torch.long)
+    input_ids = torch.full((len(samples), width), PAD_ID, dtype=torch.long)
     targets = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
     for row, sample in enumerate(samples):
         tokens = torch.tensor(sample.prompt + sample.truth, dtype=torch.long)

@@ -256,13 +256,19 @@ def _load_files(spec: SourceSpec) -> datasets.Dataset:
     fmt = spec.format or _infer_format(spec, paths)
     if fmt == "disk":
         return _load_disk(spec, paths)
+    if spec.split != "train":
+        # Every split name would read the same files, silently training on held-out rows.
+        raise UsageError(
+            f"dataset {spec.name!r}: {fmt} files have no split {spec.split!r}, only 'train'; "
+            "give held-out rows their own files or a save_to_disk folder with that split"
+        )
     builder = "json" if fmt == "jsonl" else fmt
     options = {"sample_by": "document"} if builder == "text" else {}
     try:
         return datasets.load_dataset(
             builder,
-            data_files={spec.split: [str(path) for path in paths]},
-            split=spec.split,
+            data_files={"train": [str(path) for path in paths]},
+            split="train",
             **options,
         )
     except datasets.exceptions.DatasetGenerationError as exc:
@@ -342,6 +348,7 @@ def _to_prompt_truth(ds: datasets.Dataset, spec: SourceSpec) -> datasets.Dataset
     ).hexdigest()[:32]
     return ds.map(
         _rows_to_prompt_truth,
+        cache_file_name=_cache_file_name(ds, f"prompt-truth-{fingerprint}.arrow"),
         batched=True,
         fn_kwargs={"columns": columns},
         remove_columns=ds.column_names,
@@ -351,6 +358,18 @@ def _to_prompt_truth(ds: datasets.Dataset, spec: SourceSpec) -> datasets.Dataset
         new_fingerprint=fingerprint,
         desc=f"reading {spec.name}",
     )
+
+
+def _cache_file_name(ds: datasets.Dataset, name: str) -> str | None:
+    # datasets writes a map's output beside its input; for a save_to_disk folder that would be
+    # the user's folder, so such results go to datasets' cache instead.
+    if not ds.cache_files:
+        return None
+    cache_root = Path(datasets.config.HF_DATASETS_CACHE).resolve()
+    source = Path(ds.cache_files[0]["filename"]).resolve()
+    if source.is_relative_to(cache_root):
+        return None
+    return str(cache_root / "lmplay" / name)
 
 
 def _check_text_column(ds: datasets.Dataset, spec: SourceSpec, column: str) -> None:

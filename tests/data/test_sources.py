@@ -100,6 +100,12 @@ def test_save_to_disk_folder_and_its_arrow_files(tmp_path: Path) -> None:
     as_disk = load_source(SourceSpec(name="d", files=(str(saved),), text_column="body"))
     as_arrow = load_source(SourceSpec(name="a", files=(f"{saved}/*.arrow",), text_column="body"))
     assert as_disk["truth"] == as_arrow["truth"] == ["a.", "b."]
+    # Reading leaves the user's folder as it was: datasets' own cache holds derived files.
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "data-00000-of-00001.arrow",
+        "dataset_info.json",
+        "state.json",
+    ]
 
 
 def test_dataset_dict_folder_picks_the_split(tmp_path: Path) -> None:
@@ -112,8 +118,14 @@ def test_dataset_dict_folder_picks_the_split(tmp_path: Path) -> None:
     ).save_to_disk(str(folder))
     spec = SourceSpec(name="dd", files=(str(folder),), split="validation")
     assert load_source(spec)["truth"] == ["v"]
-    with pytest.raises(UsageError, match="no split 'test'.*train.*validation"):
+    with pytest.raises(UsageError, match=r"no split 'test'.*train.*validation"):
         load_source(SourceSpec(name="dd", files=(str(folder),), split="test"))
+
+
+def test_local_files_have_only_a_train_split(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", [{"text": "t"}])
+    with pytest.raises(UsageError, match=r"'x'.*no split 'validation', only 'train'"):
+        load_source(SourceSpec(name="x", files=(str(path),), split="validation"))
 
 
 # --- errors that name what is wrong ---------------------------------------------------------
@@ -130,7 +142,7 @@ def test_missing_column_names_dataset_column_and_existing_columns(tmp_path: Path
 
 def test_non_text_column_is_refused(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", [{"text": [1, 2]}])
-    with pytest.raises(UsageError, match="'mine'.*'text'.*not text"):
+    with pytest.raises(UsageError, match=r"'mine'.*'text'.*not text"):
         load_source(SourceSpec(name="mine", files=(str(path),)))
 
 
@@ -143,16 +155,16 @@ def test_missing_file_and_empty_glob_name_the_path(tmp_path: Path) -> None:
 
 def test_unreadable_or_ambiguous_files(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n', encoding="utf-8")
-    with pytest.raises(UsageError, match="'broken'.*cannot read"):
+    with pytest.raises(UsageError, match=r"'broken'.*cannot read"):
         load_source(SourceSpec(name="broken", files=(str(tmp_path / "bad.jsonl"),)))
     (tmp_path / "notes.md").write_text("# hi", encoding="utf-8")
-    with pytest.raises(UsageError, match="notes.md.*set format"):
+    with pytest.raises(UsageError, match=r"notes\.md.*set format"):
         load_source(SourceSpec(name="md", files=(str(tmp_path / "notes.md"),)))
     (tmp_path / "a.txt").write_text("a", encoding="utf-8")
-    with pytest.raises(UsageError, match="mixes file formats"):
+    with pytest.raises(UsageError, match=r"mixes file formats"):
         load_source(SourceSpec(name="mix", files=("a.txt", "bad.jsonl"), base_dir=str(tmp_path)))
     (tmp_path / "plain").mkdir()
-    with pytest.raises(UsageError, match="not a save_to_disk folder"):
+    with pytest.raises(UsageError, match=r"not a save_to_disk folder"):
         load_source(SourceSpec(name="dir", files=(str(tmp_path / "plain"),)))
 
 
@@ -222,7 +234,7 @@ def test_unreachable_hub_switches_datasets_offline(fresh_hub_probe: pytest.Monke
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     started = time.monotonic()
-    with pytest.raises(HubUnavailableError, match="no/such-dataset"):
+    with pytest.raises(HubUnavailableError, match=r"no/such-dataset"):
         load_source(SourceSpec(name="x", hub="no/such-dataset"))
     assert time.monotonic() - started < 10
 
@@ -244,7 +256,7 @@ def test_cached_hub_dataset_loads_without_the_hub(
     cache = tmp_path / "cache"
     path = write_jsonl(tmp_path / "tiny.jsonl", [{"text": "one."}, {"text": "two."}])
     datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
-    (built,) = (cache / "json").glob("*/*/*")
+    (built,) = [p for p in (cache / "json").glob("*/*/*") if p.is_dir()]
     target = cache / "lmplay-test___tiny" / "default" / built.parent.name / built.name
     shutil.copytree(built, target)
     (target / "json-train.arrow").rename(target / "tiny-train.arrow")
@@ -275,7 +287,7 @@ def test_saved_source_loads_back_identically(tmp_path: Path) -> None:
 
 
 def test_save_refuses_a_name_that_is_not_a_folder_name(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="folder name"):
+    with pytest.raises(UsageError, match=r"folder name"):
         save_source(SourceSpec(name="../up", bundled="shakespeare"), tmp_path)
 
 

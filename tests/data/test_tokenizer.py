@@ -33,7 +33,7 @@ def test_end_of_text_token() -> None:
 
 def test_pattern_matches_tiktoken_gpt2() -> None:
     openai_public = pytest.importorskip("tiktoken_ext.openai_public")
-    assert GPT2_PAT_STR == openai_public.r50k_pat_str
+    assert openai_public.r50k_pat_str == GPT2_PAT_STR
 
 
 @pytest.mark.parametrize(
@@ -69,14 +69,14 @@ def test_altered_ranks_file_is_refused(tmp_path: Path) -> None:
     data = bytearray(RANKS_PATH.read_bytes())
     data[-2] = ord("9") if data[-2] != ord("9") else ord("8")
     altered.write_bytes(bytes(data))
-    with pytest.raises(TokenizerFileError, match="gpt2.tiktoken") as caught:
+    with pytest.raises(TokenizerFileError, match=r"gpt2\.tiktoken") as caught:
         build_tokenizer(altered)
     assert str(altered) in str(caught.value)
 
 
 def test_missing_ranks_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.tiktoken"
-    with pytest.raises(TokenizerFileError, match="nowhere.tiktoken"):
+    with pytest.raises(TokenizerFileError, match=r"nowhere\.tiktoken"):
         build_tokenizer(missing)
 
 

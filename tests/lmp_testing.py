@@ -1,0 +1,94 @@
+"""Helpers shared by tests: a generated corpus with known sentences, plans, tiny trainer flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+WORDS = (
+    "the king queen castle storm night light river stone crown sword letter garden winter "
+    "summer ship sea island voice song heart honour friend enemy father daughter morning"
+).split()
+
+TINY_FLAGS = [
+    "--num-blocks", "2", "--embed-dim", "32", "--num-heads", "2", "--context-len", "64",
+    "--batch-size", "8", "--mini-batch-size", "4", "--validation-samples", "8",
+    "--device", "cpu", "--lr", "3e-3", "--optimizer-warmup-steps", "2",
+]  # fmt: skip
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    body = " ".join(rng.choice(WORDS) for _ in range(words))
+    return body.capitalize() + rng.choice([".", "!", "?"])
+
+
+def make_document(rng: random.Random) -> str:
+    """Sentences of widely varying length, some longer than a 64-token context."""
+    count = rng.choice([1, 2, 3, 8, 20])
+    lengths = [rng.choice([2, 5, 9, 15, 30, 90]) for _ in range(count)]
+    text = " ".join(sentence(rng, n) for n in lengths)
+    return text.replace("! ", "!\n", 1) if rng.random() < 0.3 else text
+
+
+def write_corpus(path: Path, documents: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(documents):
+            f.write(json.dumps({"text": make_document(rng)}) + "\n")
+    return path
+
+
+def write_plan(folder: Path, stages: list[dict], datasets: dict, **extra: object) -> Path:
+    plan = {"name": "test", "seed": 0, "datasets": datasets, "stages": stages, **extra}
+    path = folder / "plan.json"
+    path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    return path
+
+
+def three_stage_plan(folder: Path) -> Path:
+    write_corpus(folder / "simple.jsonl", 24, seed=1)
+    write_corpus(folder / "harder.jsonl", 24, seed=2)
+    with open(folder / "qa.jsonl", "w", encoding="utf-8") as f:
+        rng = random.Random(3)
+        for _ in range(16):
+            f.write(json.dumps({"q": sentence(rng, 6), "a": sentence(rng, 12)}) + "\n")
+    datasets = {
+        "simple": {"files": ["simple.jsonl"], "validation_fraction": 0.1},
+        "harder": {"files": ["harder.jsonl"], "validation_fraction": 0.1},
+        "qa": {"files": ["qa.jsonl"], "prompt_column": "q", "truth_column": "a"},
+    }
+    stages = [
+        {"name": "simple", "datasets": ["simple"], "epochs": 0.5},
+        {"name": "mixed", "datasets": ["simple", "harder"], "epochs": 1},
+        {"name": "qa", "datasets": ["qa"], "epochs": 1.5},
+    ]
+    return write_plan(folder, stages, datasets)
+
+
+def one_stage_plan(folder: Path, documents: int = 40, epochs: float = 1.0) -> Path:
+    write_corpus(folder / "corpus.jsonl", documents)
+    return write_plan(
+        folder,
+        [{"name": "main", "datasets": ["corpus"], "epochs": epochs}],
+        {"corpus": {"files": ["corpus.jsonl"], "validation_fraction": 0.1}},
+    )
+
+
+def run_cli(
+    module: str, args: list[str], cwd: Path, timeout: float = 240, **popen: object
+) -> subprocess.CompletedProcess:
+    """Run `python -m lmplay.cli.<module>` as a user would, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", f"lmplay.cli.{module}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
