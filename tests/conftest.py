@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 # Set at import, before any test module imports `datasets`, which reads these variables once.
 # Tests that check hub-failure behaviour undo the offline flags with monkeypatch.
 _CACHE_ROOT = Path(tempfile.mkdtemp(prefix="lmplay-tests-"))
@@ -21,5 +23,5 @@ os.environ.update(
 )
 
 
-def pytest_unconfigure(config: object) -> None:
+def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE_ROOT, ignore_errors=True)

@@ -87,31 +87,24 @@ def tokenize_documents(
 
 
 def _tokenize_batch(batch: dict[str, list[str]], train_prompt: bool) -> dict[str, list]:
-    # Pieces are encoded one by one: for sentence-sized strings, encode_ordinary_batch's thread
-    # pool costs several times the encoding itself. Parallelism comes from `num_proc`.
-    encode = get_tokenizer().encode_ordinary
-    pieces: list[str] = []
-    layout: list[tuple[int, int]] = []
-    for prompt, truth in zip(batch["prompt"], batch["truth"], strict=True):
-        prompt_pieces, truth_pieces = split_sentences(prompt), split_sentences(truth)
-        pieces += prompt_pieces + truth_pieces
-        layout.append((len(prompt_pieces), len(truth_pieces)))
-    encoded = [encode(piece) for piece in pieces]
-
     out: dict[str, list] = {name: [] for name in DOCUMENT_FEATURES}
-    start = 0
-    for n_prompt, n_truth in layout:
-        prompt_tokens = encoded[start : start + n_prompt]
-        truth_tokens = encoded[start + n_prompt : start + n_prompt + n_truth]
-        start += n_prompt + n_truth
+    for prompt, truth in zip(batch["prompt"], batch["truth"], strict=True):
+        prompt_sentences, truth_sentences = _encode_sentences(prompt), _encode_sentences(truth)
         if train_prompt:
-            prompt_tokens, truth_tokens = [], prompt_tokens + truth_tokens
-        prompt_ids = list(chain.from_iterable(prompt_tokens))
-        truth_ids = [*chain.from_iterable(truth_tokens), EOT_ID]
-        ends = list(accumulate(len(tokens) for tokens in truth_tokens)) or [0]
+            prompt_sentences, truth_sentences = [], prompt_sentences + truth_sentences
+        prompt_ids = list(chain.from_iterable(prompt_sentences))
+        truth_ids = [*chain.from_iterable(truth_sentences), EOT_ID]
+        ends = list(accumulate(len(tokens) for tokens in truth_sentences)) or [0]
         ends[-1] += 1  # the EOT closes the last sentence
         out["prompt_ids"].append(prompt_ids)
         out["truth_ids"].append(truth_ids)
         out["sentence_ends"].append(ends)
         out["num_tokens"].append(len(prompt_ids) + len(truth_ids))
     return out
+
+
+def _encode_sentences(text: str) -> list[list[int]]:
+    # One call per sentence: for sentence-sized strings, encode_ordinary_batch's thread pool
+    # costs several times the encoding itself. Parallelism comes from `num_proc`.
+    encode = get_tokenizer().encode_ordinary
+    return [encode(sentence) for sentence in split_sentences(text)]
