@@ -28,8 +28,9 @@ def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    exp: str = _flag("architecture to train, from the experiment registry ('list' prints them)",
-                     "gpt2ish")
+    exp: str = _flag(
+        "architecture to train, from the experiment registry ('list' prints them)", "gpt2ish"
+    )
     num_blocks: int | None = _flag("transformer blocks (default: the experiment's size)")
     embed_dim: int | None = _flag("embedding width (default: the experiment's size)")
     num_heads: int | None = _flag("attention heads (default: the experiment's size)")
@@ -49,17 +50,20 @@ class ModelConfig:
 class DataConfig:
     training_plan: str = _flag("plan name (built-in) or path to a plan JSON file", "tiny")
     seed: int = _flag("seed for data order, initial weights and dropout", 0)
-    override_plan: bool = _flag("allow a different plan than the one stored in the checkpoint",
-                                False)
+    override_plan: bool = _flag(
+        "allow a different plan than the one stored in the checkpoint", False
+    )
 
 
 @dataclass
 class BatchConfig:
     batch_size: int = _flag("samples per optimizer step (the logical batch)", 16)
     mini_batch_size: int | None = _flag(
-        "samples per forward/backward; gradients accumulate to --batch-size (default: all)")
+        "samples per forward/backward; gradients accumulate to --batch-size (default: all)"
+    )
     validation_batch_size: int | None = _flag(
-        "samples per validation forward pass (default: --mini-batch-size)")
+        "samples per validation forward pass (default: --mini-batch-size)"
+    )
     validation_samples: int = _flag("samples in each validation pass, per validation set", 64)
 
     def mini_batch(self) -> int:
@@ -71,16 +75,18 @@ class BatchConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = _flag(f"optimizer: {', '.join(OPTIMIZER_NAMES)}", "adamw",
-                           choices=OPTIMIZER_NAMES)
+    optimizer: str = _flag(
+        f"optimizer: {', '.join(OPTIMIZER_NAMES)}", "adamw", choices=OPTIMIZER_NAMES
+    )
     lr: float = _flag("peak learning rate", 1e-3)
     weight_decay: float | None = _flag("weight decay (default: 0.01 for adamw, 0 otherwise)")
     grad_clip: float = _flag("clip the global gradient norm to this (0 disables)", 1.0)
     optimizer_warmup_steps: int = _flag("optimizer steps of linear LR warmup", 20)
     optimizer_warmup_fraction: float = _flag("LR fraction the warmup starts at", 0.1)
     disable_optimizer_warmup: bool = _flag("no warmup: full LR from the first step", False)
-    lr_schedule: str = _flag(f"LR after warmup: {', '.join(LR_SCHEDULES)}", "constant",
-                             choices=LR_SCHEDULES)
+    lr_schedule: str = _flag(
+        f"LR after warmup: {', '.join(LR_SCHEDULES)}", "constant", choices=LR_SCHEDULES
+    )
     min_lr: float = _flag("LR that cosine/linear decay ends at", 0.0)
     decay_steps: int | None = _flag("steps over which the LR decays (default: --max-steps)")
     ignore_optimizer: bool = _flag("load weights only; start a fresh optimizer", False)
@@ -98,8 +104,9 @@ class OptimConfig:
 class RunIOConfig:
     out_dir: str = _flag("folder for checkpoints and stats", DEFAULT_OUT_DIR)
     model: str | None = _flag("checkpoint to write and resume from (default: OUT_DIR/EXP.lmp)")
-    initial_model: str | None = _flag("checkpoint to start from when --model does not exist yet; "
-                                      "never written")
+    initial_model: str | None = _flag(
+        "checkpoint to start from when --model does not exist yet; never written"
+    )
     reset_history: bool = _flag("keep the weights but restart plan progress and stats", False)
     save_interval: int = _flag("save every this many samples", 2048)
     validation_interval: int = _flag("validate every this many samples", 512)
@@ -115,12 +122,14 @@ class SystemConfig:
     amp_dtype: str = _flag("autocast dtype when --amp", "auto", choices=AMP_DTYPES)
     compile_model: bool = _flag("wrap the model in torch.compile", False)
     compile_mode: str | None = _flag("torch.compile mode, e.g. reduce-overhead, max-autotune")
-    describe: bool = _flag("print the architecture, parameter counts and weight-decay groups, "
-                           "then exit", False)
+    describe: bool = _flag(
+        "print the architecture, parameter counts and weight-decay groups, then exit", False
+    )
     check_grads: bool = _flag("warn about trainable parameters that get no gradient", False)
     default_freeze: bool = _flag("freeze every parameter not marked `freeze = False`", False)
-    save_datasets: bool = _flag("prepare every dataset of the plan into $LMP_DATASETS and exit",
-                                False)
+    save_datasets: bool = _flag(
+        "prepare every dataset of the plan into $LMP_DATASETS and exit", False
+    )
 
 
 @dataclass
@@ -178,9 +187,12 @@ class RunConfig:
             )
         if not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")
-        if self.io.model is not None and self.io.initial_model is not None:
-            if Path(self.io.model).resolve() == Path(self.io.initial_model).resolve():
-                raise UsageError("--initial-model must differ from --model (it is never written)")
+        if (
+            self.io.model is not None
+            and self.io.initial_model is not None
+            and Path(self.io.model).resolve() == Path(self.io.initial_model).resolve()
+        ):
+            raise UsageError("--initial-model must differ from --model (it is never written)")
 
     def model_path(self) -> Path:
         if self.io.model:

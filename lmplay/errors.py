@@ -12,7 +12,7 @@ class UsageError(Exception):
 
 
 class CheckpointError(UsageError):
-    """A checkpoint that cannot be used: truncated, corrupted, foreign, newer, other architecture."""
+    """A checkpoint that cannot be used: truncated, corrupted, foreign, newer, other model."""
 
 
 class HubUnavailableError(UsageError):

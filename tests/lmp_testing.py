@@ -9,10 +9,35 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORDS = (
-    "the king queen castle storm night light river stone crown sword letter garden winter "
-    "summer ship sea island voice song heart honour friend enemy father daughter morning"
-).split()
+WORDS = [
+    "the",
+    "king",
+    "queen",
+    "castle",
+    "storm",
+    "night",
+    "light",
+    "river",
+    "stone",
+    "crown",
+    "sword",
+    "letter",
+    "garden",
+    "winter",
+    "summer",
+    "ship",
+    "sea",
+    "island",
+    "voice",
+    "song",
+    "heart",
+    "honour",
+    "friend",
+    "enemy",
+    "father",
+    "daughter",
+    "morning",
+]
 
 TINY_FLAGS = [
     "--num-blocks", "2", "--embed-dim", "32", "--num-heads", "2", "--context-len", "64",

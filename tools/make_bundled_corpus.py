@@ -33,13 +33,15 @@ PLAYS = [
     "richard_iii",
     "winters_tale",
 ]
-SCENE_HEADER = re.compile(r"^(?:ACT [\dIVX]+\.?\s*\n+)?SCENE [\dIVX]+\b.*$", re.MULTILINE | re.IGNORECASE)
+SCENE_HEADER = re.compile(
+    r"^(?:ACT [\dIVX]+\.?\s*\n+)?SCENE [\dIVX]+\b.*$", re.MULTILINE | re.IGNORECASE
+)
 OUTPUT = Path(__file__).resolve().parent.parent / "lmplay/data/bundled/shakespeare.jsonl.gz"
 
 
 def scenes(text: str) -> list[str]:
     starts = [m.start() for m in SCENE_HEADER.finditer(text)]
-    bounds = zip(starts, starts[1:] + [len(text)])
+    bounds = zip(starts, [*starts[1:], len(text)])
     return [re.sub(r"\n{3,}", "\n\n", text[a:b]).strip() for a, b in bounds]
 
 

@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_flag(group: argparse._ArgumentGroup, section: str, f: dataclasses.Field,
-              section_class: type) -> None:
+def _add_flag(
+    group: argparse._ArgumentGroup, section: str, f: dataclasses.Field, section_class: type
+) -> None:
     flag = "--" + f.name.replace("_", "-")
     kind = _base_type(typing.get_type_hints(section_class)[f.name])
     dest = f"{section}.{f.name}"

@@ -107,8 +107,9 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     seed = obj.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise UsageError(f"{where}: 'seed' must be an integer, got {seed!r}")
-    default_fraction = _fraction(obj.get("validation_fraction", 0.02), f"{where}: "
-                                 "'validation_fraction'")
+    default_fraction = _fraction(
+        obj.get("validation_fraction", 0.02), f"{where}: 'validation_fraction'"
+    )
     raw_datasets = obj.get("datasets")
     if not isinstance(raw_datasets, dict) or not raw_datasets:
         raise UsageError(f"{where}: 'datasets' must be a non-empty object of named datasets")
@@ -120,7 +121,10 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     if not isinstance(raw_stages, list) or not raw_stages:
         raise UsageError(f"{where}: 'stages' must be a non-empty list")
     stages = _unique_default_names(
-        [_parse_stage(i, raw, datasets, f"{where}: stages[{i}]") for i, raw in enumerate(raw_stages)],
+        [
+            _parse_stage(i, raw, datasets, f"{where}: stages[{i}]")
+            for i, raw in enumerate(raw_stages)
+        ],
         [isinstance(raw, dict) and "name" in raw for raw in raw_stages],
     )
     names = [stage.name for stage in stages]
@@ -134,7 +138,7 @@ def _parse_dataset(
     key: str, value: Any, default_fraction: float, where: str, base_dir: str
 ) -> DatasetDef:
     if not isinstance(value, dict):
-        raise UsageError(f"{where}: must be an object such as {{\"files\": [\"data.jsonl\"]}}")
+        raise UsageError(f'{where}: must be an object such as {{"files": ["data.jsonl"]}}')
     _reject_unknown(value, DATASET_KEYS, where)
     source_args = {k: v for k, v in value.items() if k in SOURCE_KEYS}
     if "files" in source_args:
@@ -144,19 +148,31 @@ def _parse_dataset(
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise UsageError(f"{where}.files: must be a list of paths")
         source_args["files"] = tuple(files)
-    for column in ("text_column", "title_column", "prompt_column", "truth_column", "hub",
-                   "config", "split", "format", "bundled"):
+    for column in (
+        "text_column",
+        "title_column",
+        "prompt_column",
+        "truth_column",
+        "hub",
+        "config",
+        "split",
+        "format",
+        "bundled",
+    ):
         if column in source_args and not isinstance(source_args[column], str):
             raise UsageError(f"{where}.{column}: must be a string, got {source_args[column]!r}")
     origins = [k for k in ("hub", "files", "bundled") if k in source_args]
     if len(origins) != 1:
-        raise UsageError(f"{where}: give exactly one of 'hub', 'files' or 'bundled'"
-                         f" (got {', '.join(origins) or 'none'})")
+        raise UsageError(
+            f"{where}: give exactly one of 'hub', 'files' or 'bundled'"
+            f" (got {', '.join(origins) or 'none'})"
+        )
     if ("prompt_column" in source_args) != ("truth_column" in source_args):
         raise UsageError(f"{where}: 'prompt_column' and 'truth_column' go together")
     source = SourceSpec(name=key, base_dir=base_dir, **source_args)
-    fraction = _fraction(value.get("validation_fraction", default_fraction),
-                         f"{where}.validation_fraction")
+    fraction = _fraction(
+        value.get("validation_fraction", default_fraction), f"{where}.validation_fraction"
+    )
     split = value.get("validation_split")
     if split is not None and not isinstance(split, str):
         raise UsageError(f"{where}.validation_split: must be a split name such as 'validation'")

@@ -14,7 +14,9 @@ DEFAULT_PLAN = "tiny"
 
 def builtin_plan_names() -> list[str]:
     folder = resources.files("lmplay.plan") / "builtin"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
 
 
 def load_plan(name_or_path: str) -> TrainingPlan:
@@ -51,6 +53,7 @@ def _parse_text(text: str, origin: str, base_dir: str) -> TrainingPlan:
         obj = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(
-            f"plan {origin}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            f"plan {origin}: malformed JSON at line {error.lineno} column {error.colno}: "
+            f"{error.msg}"
         ) from error
     return parse_plan(obj, origin=origin, base_dir=base_dir)

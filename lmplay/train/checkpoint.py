@@ -63,7 +63,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files
+    except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(
             f"checkpoint {path}: cannot be read (truncated, corrupted or not a checkpoint: "
@@ -78,7 +78,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"({__version__}, format {FORMAT_VERSION}) can read; upgrade lmplay"
         )
     components = payload.get("components")
-    missing = [c for c in REQUIRED_COMPONENTS if not isinstance(components, dict) or c not in components]
+    missing = [
+        c for c in REQUIRED_COMPONENTS if not isinstance(components, dict) or c not in components
+    ]
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing components: {', '.join(missing)}")
     return payload

@@ -76,8 +76,11 @@ def build_optimizer(
         {"params": [p for _, p in groups.no_decay], "weight_decay": 0.0},
     ]
     optimizer_class = OPTIMIZERS[name]
-    kwargs = {"lr": lr, **OPTIMIZER_EXTRAS.get(name, {}), **_fast_implementation(optimizer_class,
-                                                                                 device)}
+    kwargs = {
+        "lr": lr,
+        **OPTIMIZER_EXTRAS.get(name, {}),
+        **_fast_implementation(optimizer_class, device),
+    }
     return optimizer_class(param_groups, **kwargs), groups
 
 

@@ -283,9 +283,7 @@ class Trainer:
 
     def _report_end(self, stop: StopRequest) -> None:
         s = self.s
-        where = (
-            f"step {s.runner.step}, {s.runner.samples:,} samples, {s.runner.tokens:,} tokens"
-        )
+        where = f"step {s.runner.step}, {s.runner.samples:,} samples, {s.runner.tokens:,} tokens"
         if stop.requested:
             print(
                 f"stopped by {stop.signal.name} at {where}; saved {s.cfg.model_path()}\n"
@@ -295,8 +293,9 @@ class Trainer:
         elif self.max_steps_reached and not s.progress.finished:
             print(f"reached --max-steps at {where}; saved {s.cfg.model_path()}", file=sys.stderr)
         else:
-            print(f"plan '{s.plan.name}' done at {where}; saved {s.cfg.model_path()}",
-                  file=sys.stderr)
+            print(
+                f"plan '{s.plan.name}' done at {where}; saved {s.cfg.model_path()}", file=sys.stderr
+            )
 
 
 def hash_seed(*parts: int) -> int:
@@ -309,4 +308,3 @@ def hash_seed(*parts: int) -> int:
 
 def resume_command() -> str:
     return " ".join(shlex.quote(arg) for arg in ["lmp_trainer", *sys.argv[1:]])
-

@@ -152,9 +152,7 @@ def test_sigint_saves_and_rerun_finishes_bit_identical(plan_dir: Path) -> None:
     assert load_final(checkpoint)["runner"]["state"]["step"] >= 1
     rerun = train(plan_dir, "interrupted", *common)
     assert rerun.returncode == 0, rerun.stderr
-    assert_bitwise_equal(
-        load_final(plan_dir / "straight" / "gpt2ish.lmp"), load_final(checkpoint)
-    )
+    assert_bitwise_equal(load_final(plan_dir / "straight" / "gpt2ish.lmp"), load_final(checkpoint))
     assert records_without_timing(plan_dir / "straight" / "gpt2ish.stats.json") == (
         records_without_timing(plan_dir / "interrupted" / "gpt2ish.stats.json")
     )

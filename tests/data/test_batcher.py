@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from itertools import pairwise
 
 import datasets
 import pytest
@@ -89,7 +90,7 @@ def test_cuts_fall_at_sentence_ends_unless_a_sentence_is_too_long(corpus) -> Non
             assert next_end - piece.offset > room
             assert start_of_sentence <= piece.offset
         # No unnecessary truncation: a piece stops only where the next sentence would not fit.
-        for piece, following in zip(pieces, pieces[1:]):
+        for piece, following in pairwise(pieces):
             end = piece.offset + len(piece.truth)
             later_ends = [e for e in row["sentence_ends"] if e > end]
             if not piece.mid_sentence and later_ends:
@@ -169,7 +170,7 @@ def test_several_datasets_are_interleaved(corpus) -> None:
     order = [s.doc for batch in all_batches(batcher) for s in batch if s.offset == 0]
     sources = [doc >= half for doc in order]
     assert sorted(order) == list(range(len(corpus)))
-    switches = sum(a != b for a, b in zip(sources, sources[1:]))
+    switches = sum(a != b for a, b in pairwise(sources))
     assert switches > len(order) // 4  # mixed throughout, not one dataset after the other
 
 
@@ -195,6 +196,4 @@ def test_a_long_prompt_is_truncated_from_the_left_and_counted() -> None:
     assert piece.num_tokens <= CONTEXT + 1
     assert piece.prompt[-1] == 199
     assert piece.truncated == 101 - len(piece.prompt)
-    assert torch.equal(
-        collate([piece]).targets[0, -3:], torch.tensor([1, 2, 3])
-    )
+    assert torch.equal(collate([piece]).targets[0, -3:], torch.tensor([1, 2, 3]))

@@ -96,5 +96,5 @@ def test_malformed_json_and_missing_files(tmp_path: Path) -> None:
         load_plan(str(broken))
     with pytest.raises(UsageError, match="no such file"):
         load_plan(str(tmp_path / "absent.json"))
-    with pytest.raises(UsageError, match="built-in plans: .*tiny"):
+    with pytest.raises(UsageError, match=r"built-in plans: .*tiny"):
         load_plan("nonesuch")

@@ -59,7 +59,7 @@ def test_group_table_counts_parameters() -> None:
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_every_optimizer_builds_and_steps_with_decay_only_where_allowed(name: str) -> None:
     model = tiny("gpt2ish")
-    optimizer, groups = build_optimizer(name, model, lr=1e-3, weight_decay=0.1, device=CPU)
+    optimizer, _ = build_optimizer(name, model, lr=1e-3, weight_decay=0.1, device=CPU)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
     before = [p.detach().clone() for p in model.parameters()]
     model(torch.randint(0, 97, (2, 8))).sum().backward()
