@@ -7,14 +7,13 @@ those counts (records written after the checkpoint belong to steps that will be 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import CheckpointError
 from lmplay.stats.runs import REQUIRED_KEYS, RunStats, load_stats
 
@@ -78,7 +77,7 @@ class StatsRecorder:
             train=self._train,
             validation=self._validation,
         )
-        _atomic_write(self.path, orjson.dumps(stats.to_json(), option=_DUMP_OPTIONS))
+        atomic_write_bytes(self.path, orjson.dumps(stats.to_json(), option=_DUMP_OPTIONS))
         self._dirty = False
 
     def state_dict(self) -> dict[str, Any]:
@@ -155,32 +154,3 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=str)
     raise TypeError(f"cannot store {type(value).__name__} in a stats file")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

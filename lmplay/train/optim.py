@@ -79,7 +79,7 @@ def build_optimizer(
     kwargs = {
         "lr": lr,
         **OPTIMIZER_EXTRAS.get(name, {}),
-        **_fast_implementation(optimizer_class, device),
+        **_fast_implementation(name, device),
     }
     return optimizer_class(param_groups, **kwargs), groups
 
@@ -89,12 +89,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _fast_implementation(
-    optimizer_class: type[torch.optim.Optimizer], device: torch.device
-) -> dict[str, bool]:
-    """Fused kernels on accelerators where torch has them, else the foreach path."""
-    accepted = inspect.signature(optimizer_class).parameters
-    if device.type != "cpu" and "fused" in accepted:
+FUSED_ON_ACCELERATORS = {"adam", "adamw", "sgd"}
+
+
+def _fast_implementation(name: str, device: torch.device) -> dict[str, bool]:
+    """Fused kernels on CUDA where torch has them, else the multi-tensor (foreach) path.
+
+    The CPU keeps foreach: its results are bit-identical run to run, which resume tests rely on.
+    """
+    accepted = inspect.signature(OPTIMIZERS[name]).parameters
+    if device.type == "cuda" and name in FUSED_ON_ACCELERATORS and "fused" in accepted:
         return {"fused": True}
     if "foreach" in accepted:
         return {"foreach": True}

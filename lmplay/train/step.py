@@ -29,6 +29,7 @@ class StepResult:
     padded_slots: int  # input positions computed, padding included
     grad_norm: float
     micro_steps: int
+    missing_grads: tuple[str, ...] = ()  # trainable parameters with no gradient (--check-grads)
 
 
 @dataclass
@@ -63,7 +64,13 @@ def token_losses(model: nn.Module, batch: Batch, precision: Precision) -> tuple[
 
 
 def split_mini_batches(samples: list[Sample], mini_batch_size: int) -> list[list[Sample]]:
-    return [samples[i : i + mini_batch_size] for i in range(0, len(samples), mini_batch_size)]
+    """Consecutive chunks of samples sorted by length, so rows of similar length share padding.
+
+    The token-weighted loss is a sum over tokens, so grouping rows differently changes nothing
+    but the padding (and float rounding).
+    """
+    ordered = sorted(samples, key=lambda sample: sample.num_tokens)
+    return [ordered[i : i + mini_batch_size] for i in range(0, len(ordered), mini_batch_size)]
 
 
 @dataclass
@@ -114,6 +121,7 @@ def train_step(
     device: torch.device,
     precision: Precision,
     set_lr: Callable[[], None] | None = None,
+    check_grads: bool = False,
 ) -> StepResult:
     """A full optimizer step. The optimizer is not stepped when the loss is not finite."""
     optimizer.zero_grad(set_to_none=True)
@@ -133,6 +141,7 @@ def train_step(
             precision.scaler.update()
         else:
             optimizer.step()
+    missing = parameters_without_grad(model) if check_grads else []
     optimizer.zero_grad(set_to_none=True)
     return StepResult(
         loss=loss,
@@ -143,6 +152,7 @@ def train_step(
         padded_slots=acc.padded_slots,
         grad_norm=grad_norm,
         micro_steps=acc.micro_steps,
+        missing_grads=tuple(missing),
     )
 
 
@@ -163,6 +173,11 @@ def evaluate(
         correct_total += correct
         tokens += mini.loss_tokens
     return loss_total / tokens, correct_total / tokens, tokens
+
+
+def parameters_without_grad(model: nn.Module) -> list[str]:
+    """Trainable parameters the loss did not reach: usually a wiring bug in a new architecture."""
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
