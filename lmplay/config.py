@@ -109,7 +109,7 @@ class RunIOConfig:
     )
     reset_history: bool = _flag("keep the weights but restart plan progress and stats", False)
     save_interval: int = _flag("save every this many samples", 2048)
-    validation_interval: int = _flag("validate every this many samples", 512)
+    validation_interval: int = _flag("validate every this many samples", 256)
     max_steps: int | None = _flag("stop after this many optimizer steps of the whole run")
     keep_last: int = _flag("also keep this many rolling step checkpoints (0: none)", 0)
     run_name: str | None = _flag("name of the run in stats and plots (default: the model name)")

@@ -1,0 +1,84 @@
+"""The README is executable: its set-up paths exist and its commands run (at tiny size)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lmp_testing import TINY_FLAGS
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+MODULES = {
+    "lmp_trainer": "lmplay.cli.trainer",
+    "lmp_plotstats": "lmplay.cli.plotstats",
+    "lmp_generator": "lmplay.cli.generate",
+}
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+
+
+def setup_commands() -> list[str]:
+    return [line for block in bash_blocks() for line in block.splitlines()
+            if line.startswith("python3 -m venv")]  # fmt: skip
+
+
+def readme_commands() -> list[list[str]]:
+    """Every lmp_* invocation in the README's bash blocks, in order, comments stripped."""
+    commands = []
+    for block in bash_blocks():
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words and words[0] in MODULES:
+                    commands.append(words)
+    return commands
+
+
+def test_exactly_two_setup_paths_one_trains_one_tests() -> None:
+    commands = setup_commands()
+    assert len(commands) == 2
+    train, test = commands
+    for command in commands:
+        assert "pip install torch==2.13.0" in command
+    assert train.endswith("lmp_trainer && lmp_plotstats")
+    assert "'.[dev]'" in test and "python -m pytest -q" in test
+    assert "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+
+
+def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / words[0]
+    program = [str(script)] if script.exists() else [sys.executable, "-m", MODULES[words[0]]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([*program, *words[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert ["lmp_trainer"] in commands and ["lmp_plotstats"] in commands
+    for words in commands:
+        if "plans/wiki.json" in words:
+            # Needs the hub: here it must fail fast with the way to use local files.
+            result = run(words, cwd=REPO)
+            assert result.returncode == 2, result.stderr[-2000:]
+            assert "wikimedia/wikipedia" in result.stderr and "files" in result.stderr
+            continue
+        if words[0] == "lmp_trainer" and "list" not in words:
+            words = [*words, *TINY_FLAGS, "--max-steps", "2", "--validation-interval", "8"]
+        if words[0] == "lmp_generator":
+            words = [*words, "--max-new-tokens", "5"]
+        result = run(words, cwd=tmp_path)
+        assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
+    out = tmp_path / "out_gpt"
+    assert (out / "gpt2ish.lmp").is_file() and (out / "gpt2ish.stats.json").is_file()
+    assert (out / "modern.lmp").is_file()
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
