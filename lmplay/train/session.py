@@ -228,7 +228,8 @@ def _plan_and_progress(
     if stored is None or cfg.io.reset_history:
         return plan, PlanProgress(plan), False
     stored_plan = plan_from_checkpoint(stored["state_args"], origin="stored in the checkpoint")
-    if stored_plan.stage_fingerprints() == plan.stage_fingerprints():
+    old, new = stored_plan.stage_fingerprints(), plan.stage_fingerprints()
+    if old == new:
         progress = PlanProgress(plan)
         progress.load_state_dict(stored["state"])
         return plan, progress, True
@@ -236,8 +237,10 @@ def _plan_and_progress(
         notes.append(f"plan '{plan.name}' starts from the weights of --initial-model")
         return plan, PlanProgress(plan), False
     if not cfg.data.override_plan:
+        first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), len(old))
+        change = f"from stage {first + 1} on" if first < len(new) else "stages removed"
         raise UsageError(
-            f"--training-plan {cfg.data.training_plan} differs from the plan "
+            f"--training-plan {cfg.data.training_plan} differs ({change}) from the plan "
             f"'{stored_plan.name}' this run was trained with; pass --override-plan to switch "
             "plans (completed unchanged stages stay done) or a different --model"
         )
@@ -253,6 +256,11 @@ def _apply_freezing(model: nn.Module, default_freeze: bool) -> None:
         frozen = marked if marked is not None else default_freeze
         if frozen:
             param.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UsageError(
+            "every parameter is frozen (--default-freeze freezes all but parameters marked "
+            "`freeze = False`); mark some trainable or drop --default-freeze"
+        )
 
 
 def _schedule(cfg: RunConfig) -> Schedule:
