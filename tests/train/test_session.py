@@ -94,5 +94,5 @@ def test_missing_initial_model_is_a_usage_error(tmp_path) -> None:
         tmp_path,
         io=RunIOConfig(out_dir=str(tmp_path / "out"), initial_model=str(tmp_path / "nope.lmp")),
     )
-    with pytest.raises(UsageError, match="--initial-model .*nope.lmp: no such file"):
+    with pytest.raises(UsageError, match=r"--initial-model .*nope.lmp: no such file"):
         build_session(cfg)
