@@ -2,20 +2,22 @@
 
 Each dataset is loaded and tokenized once per process; `datasets` caches the tokenized Arrow
 files on disk, so a rerun reads them instead of tokenizing again. Validation rows are held out
-by a seeded permutation, so they never appear in training whatever the stage.
+by a seeded permutation, so they never appear in training whatever the stage. A source with a
+copy saved by `--save-datasets` (see `lmplay.plan.saving`) is read from that copy.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from lmplay.data.batcher import Documents
 from lmplay.data.documents import tokenize_documents
-from lmplay.data.sources import load_source
+from lmplay.data.sources import SourceSpec, load_source
 from lmplay.plan.format import DatasetDef, StageDef, TrainingPlan
+from lmplay.plan.saving import saved_copy_source, validation_source
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,10 @@ class PlanData:
 
     def _prepare(self, dataset: DatasetDef) -> SplitDataset:
         train_prompt = dataset.source.train_prompt
-        rows = tokenize_documents(load_source(dataset.source), train_prompt=train_prompt)
+        rows = tokenize_documents(load_rows(dataset.source), train_prompt=train_prompt)
         if dataset.validation_split:
-            held_out_source = dataclasses.replace(dataset.source, split=dataset.validation_split)
-            held_out = tokenize_documents(load_source(held_out_source), train_prompt=train_prompt)
+            held_out_rows = load_rows(validation_source(dataset))
+            held_out = tokenize_documents(held_out_rows, train_prompt=train_prompt)
             return SplitDataset(rows, held_out)
         count = held_out_count(len(rows), dataset.validation_fraction)
         if count == 0:
@@ -59,6 +61,15 @@ class PlanData:
         held_out_rows = np.sort(order[:count])
         train_rows = np.sort(order[count:])
         return SplitDataset(rows.select(train_rows), rows.select(held_out_rows))
+
+
+def load_rows(spec: SourceSpec) -> object:
+    """Prompt/truth rows of `spec`, from its saved copy when there is one."""
+    saved = saved_copy_source(spec)
+    if saved is None:
+        return load_source(spec)
+    print(f"dataset '{spec.name}': reading the saved copy {saved.files[0]}", file=sys.stderr)
+    return load_source(saved)
 
 
 def held_out_count(rows: int, fraction: float) -> int:

@@ -38,8 +38,7 @@ class PlanProgress:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != PROGRESS_STATE_VERSION:
-            raise UsageError(f"plan progress version {state.get('version')} is not supported")
+        _check_version(state)
         self.stage_index = state["stage_index"]
         self.completed = list(state["completed"])
         self.batcher_state = state["batcher"]
@@ -50,6 +49,7 @@ class PlanProgress:
         Stages done before and unchanged stay done; the run resumes at the first stage that is
         new or changed. The batcher position is kept only if that stage is unchanged.
         """
+        _check_version(state)
         fingerprints = self.plan.stage_fingerprints()
         done = 0
         while done < min(len(fingerprints), len(state["completed"])):
@@ -73,3 +73,8 @@ class PlanProgress:
         if self.finished:
             return None
         return self.plan.stages[self.stage_index].fingerprint(self.plan)
+
+
+def _check_version(state: dict[str, Any]) -> None:
+    if state.get("version") != PROGRESS_STATE_VERSION:
+        raise UsageError(f"plan progress version {state.get('version')} is not supported")

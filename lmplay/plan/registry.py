@@ -12,8 +12,13 @@ from lmplay.plan.format import TrainingPlan, parse_plan
 DEFAULT_PLAN = "tiny"
 
 
+def builtin_folder() -> Path:
+    """Where built-in plans live; their relative `files` resolve against it (`data/...`)."""
+    return Path(str(resources.files("lmplay.plan").joinpath("builtin")))
+
+
 def builtin_plan_names() -> list[str]:
-    folder = resources.files("lmplay.plan") / "builtin"
+    folder = builtin_folder()
     return sorted(
         p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
     )
@@ -25,8 +30,9 @@ def load_plan(name_or_path: str) -> TrainingPlan:
     if path.is_file():
         return _load_file(path, base_dir=str(path.resolve().parent))
     if name_or_path in builtin_plan_names():
-        builtin = resources.files("lmplay.plan") / "builtin" / f"{name_or_path}.json"
-        return _parse_text(builtin.read_text(encoding="utf-8"), name_or_path, base_dir=".")
+        builtin = builtin_folder() / f"{name_or_path}.json"
+        text = builtin.read_text(encoding="utf-8")
+        return _parse_text(text, name_or_path, base_dir=str(builtin_folder()))
     if path.suffix == ".json" or "/" in name_or_path:
         raise UsageError(f"--training-plan {name_or_path}: no such file")
     raise UsageError(

@@ -9,7 +9,7 @@ import pytest
 
 from lmplay.errors import UsageError
 from lmplay.plan.format import parse_plan
-from lmplay.plan.registry import builtin_plan_names, load_plan
+from lmplay.plan.registry import builtin_folder, builtin_plan_names, load_plan
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "plans").glob("*.json"))
@@ -35,6 +35,19 @@ def test_builtin_plans_load_by_name_and_match_the_shipped_files(name: str) -> No
     assert plan.name == name
     shipped = REPO / "plans" / f"{name}.json"
     assert json.loads(shipped.read_text()) == plan.raw
+
+
+def test_every_shipped_plan_file_is_a_builtin_plan() -> None:
+    assert [p.stem for p in SHIPPED] == builtin_plan_names()
+    assert (REPO / "plans" / "data").resolve() == (builtin_folder() / "data").resolve()
+
+
+@pytest.mark.parametrize("name", builtin_plan_names())
+def test_local_files_of_shipped_plans_exist_by_name_and_by_path(name: str) -> None:
+    for plan in (load_plan(name), load_plan(str(REPO / "plans" / f"{name}.json"))):
+        for dataset in plan.datasets.values():
+            for pattern in dataset.source.files:
+                assert (Path(plan.base_dir) / pattern).is_file(), (plan.base_dir, pattern)
 
 
 def test_parse_defaults_and_fractional_epochs() -> None:
