@@ -16,8 +16,7 @@ from torch import nn
 from lmplay.errors import CheckpointError, UsageError
 from lmplay.models import ModelArgs, get_experiment
 from lmplay.models.generation import check_sampling, generate
-
-CHECKPOINT_FORMAT = "lmplay-checkpoint"
+from lmplay.train.checkpoint import load_checkpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,10 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_component(ckpt: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(exp name, model args dict, state dict) from a loaded checkpoint, or CheckpointError."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"--model {path} is not an lmplay checkpoint")
+def _model_component(ckpt: dict[str, Any], path: Path) -> tuple[str, dict[str, Any], Any]:
+    """(exp name, model args dict, state dict) of a checkpoint's model, or CheckpointError."""
     try:
         model = ckpt["components"]["model"]
         exp, model_args = model["state_args"]["exp"], model["state_args"]["model_args"]
@@ -47,17 +44,13 @@ def _model_component(ckpt: Any, path: Path) -> tuple[str, dict[str, Any], dict[s
 
 
 def _load_model(path: Path, device: torch.device) -> nn.Module:
-    """Rebuild the checkpoint's model on `device`, in eval mode."""
+    """Rebuild the checkpoint's model on `device`, in eval mode.
+
+    `load_checkpoint` reads the file and refuses a truncated, foreign or newer one.
+    """
     if not path.is_file():
         raise UsageError(f"--model {path}: no such file")
-    try:
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    # torch.load documents no exception set: truncated zips, pickles and garbage differ.
-    except Exception as e:
-        raise CheckpointError(
-            f"--model {path} cannot be read as a checkpoint: {_one_line(str(e))}"
-        ) from None
-    exp_name, model_args, state = _model_component(ckpt, path)
+    exp_name, model_args, state = _model_component(load_checkpoint(path), path)
     exp = get_experiment(exp_name)
     model = exp.build(ModelArgs.from_dict(model_args))
     misfit = f"--model {path} weights do not fit --exp {exp_name}"

@@ -1,7 +1,8 @@
 """Plots comparing runs: each metric against tokens, and each run's difference to a target run.
 
 matplotlib and numpy only (no torch), so plotting runs beside a training job. For every metric
-(loss, accuracy) and kind (validation; train too when asked) it writes:
+(loss, accuracy, word_accuracy: those the records hold) and kind (validation; train too when
+asked) it writes:
 
 - `<metric>.<ext>`: one line per run (per run and validation set when there are several)
   against tokens on a log x axis, smoothed by a trailing moving average;
@@ -9,7 +10,8 @@ matplotlib and numpy only (no torch), so plotting runs beside a training job. Fo
   grid, so runs are compared at equal tokens seen;
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
 
-Train plots carry a `train_` prefix. Identical inputs give byte-identical files.
+Train plots carry a `train_` prefix. Identical inputs give byte-identical files. Runs with no
+point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ _SAVE_METADATA: dict[str, dict[str, Any]] = {
 }
 _RC = {"svg.hashsalt": "lmplay", "figure.dpi": 100, "savefig.dpi": 100}
 _LINESTYLES = ("-", "--", ":", "-.")
+_MARKED_POINTS = 60  # series with at most this many points mark each measurement
+_YLABELS = {
+    "loss": "loss (cross-entropy, nats per token)",
+    "accuracy": "next-token accuracy",
+    "word_accuracy": "word accuracy (aligned words matched / truth words)",
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,8 @@ class PlotOptions:
     target: str | None = None  # None: the run with the most tokens
     max_files: int | None = None  # keep the runs with the most tokens (and the target)
     min_tokens: int = 0
-    metrics: tuple[str, ...] = ("loss", "accuracy")
+    # A metric no record holds is skipped: word_accuracy plots once validation records carry it.
+    metrics: tuple[str, ...] = ("loss", "accuracy", "word_accuracy")
 
     def __post_init__(self) -> None:
         if self.out_type not in OUT_TYPES:
@@ -75,10 +84,7 @@ class PlotOptions:
 def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list[Path]:
     """Write the plots and `plots.json` into `out_dir`; returns the paths written."""
     labelled, target = select_runs(runs, options)
-    has_validation = any(r.validation for _, r in labelled)
-    kinds = ["validation"] if has_validation else []
-    if options.plot_train or not has_validation:  # a run without validation yet still plots
-        kinds.append("train")
+    todo = _plottable(labelled, options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     colors = _colors([label for label, _ in labelled])
@@ -86,10 +92,7 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
     manifest: list[dict[str, Any]] = []
     # The default style, not the user's matplotlibrc, so identical inputs give identical bytes.
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
-        for kind, metric in itertools.product(kinds, options.metrics):
-            lines = _collect(labelled, kind, metric)
-            if not lines:
-                continue
+        for kind, metric, lines in todo:
             stem = metric if kind == "validation" else f"{kind}_{metric}"
             window = options.window(kind)
             for suffix, figure, drawn in _plot_metric(lines, kind, metric, target, colors, options):
@@ -98,6 +101,30 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
                 manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
     written.append(_write_manifest(out_dir, labelled, target, manifest))
     return written
+
+
+def _plottable(
+    labelled: list[tuple[str, RunStats]], options: PlotOptions
+) -> list[tuple[str, str, list[Series]]]:
+    """(kind, metric, series) for each plot to draw; `UsageError` when there is none.
+
+    Validation is plotted when any run has a validation point past 0 tokens; train series when
+    asked, or when there is no such point yet (a run that has only validated at the start).
+    """
+    found = {
+        (kind, metric): _collect(labelled, kind, metric)
+        for kind, metric in itertools.product(("validation", "train"), options.metrics)
+    }
+    has_validation = any(found["validation", metric] for metric in options.metrics)
+    kinds = ["validation"] if has_validation else []
+    if options.plot_train or not has_validation:
+        kinds.append("train")
+    todo = [(k, m, found[k, m]) for k, m in itertools.product(kinds, options.metrics)]
+    todo = [(k, m, lines) for k, m, lines in todo if lines]
+    if not todo:
+        names = ", ".join(label for label, _ in labelled)
+        raise UsageError(f"nothing to plot yet: runs {names} have no record past 0 tokens")
+    return todo
 
 
 def _plot_metric(
@@ -112,16 +139,18 @@ def _plot_metric(
     window = options.window(kind)
     smooth = [s.smoothed(window) for s in lines]
     datasets = sorted({s.dataset for s in lines}, key=str)
-    title = f"{kind} {metric}" + (f" (moving average of {window})" if window > 1 else "")
-    figure = _Figure(title, metric, colors, datasets)
+    on = f" on {datasets[0]}" if len(datasets) == 1 and datasets[0] is not None else ""
+    title = f"{kind} {metric}{on}" + (f" (moving average of {window})" if window > 1 else "")
+    ylabel = _YLABELS.get(metric, metric)
+    figure = _Figure(title, ylabel, colors, datasets)
     for raw, line in zip(lines, smooth, strict=True):
         figure.line(line, raw=raw if options.plot_raw else None)
     plots = [("", figure, smooth)]
     targets = {s.dataset: s for s in smooth if s.label == target}
     if targets:
         diffs = [difference(s, targets[s.dataset]) for s in smooth if s.dataset in targets]
-        title = f"{kind} {metric} minus {target} (at the target's tokens)"
-        figure = _Figure(title, f"{metric} difference", colors, datasets)
+        title = f"{kind} {metric}{on} minus {target} (at the target's tokens)"
+        figure = _Figure(title, f"{metric} minus {target}", colors, datasets)
         for line in diffs:
             figure.line(line, emphasis=line.label == target)
         plots.append(("_diff", figure, diffs))
@@ -193,7 +222,10 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 class _Figure:
-    """One axes of metric against tokens (log x) with the legend outside on the right."""
+    """One axes of metric against tokens (log x) with the legend outside on the right.
+
+    Legend entries end with each line's last value, so final results read off the legend.
+    """
 
     def __init__(
         self, title: str, ylabel: str, colors: dict[str, Any], datasets: list[str | None]
@@ -201,7 +233,7 @@ class _Figure:
         self.fig = Figure(figsize=(10, 6))
         self.ax = self.fig.add_subplot()
         self.ax.set_title(title)
-        self.ax.set_xlabel("tokens")
+        self.ax.set_xlabel("tokens seen (log scale)")
         self.ax.set_ylabel(ylabel)
         self.ax.set_xscale("log")
         self.ax.grid(True, which="major", alpha=0.3)
@@ -212,15 +244,28 @@ class _Figure:
         color = self.colors[series.label]
         style = self.styles[series.dataset]
         label = series.label if len(self.styles) == 1 else f"{series.label} [{series.dataset}]"
-        label += " (target)" if emphasis else ""
+        if emphasis:
+            label += " (target)"
+        elif len(series):  # a diff without overlap with the target is empty
+            label += f": {series.values[-1]:.4g}"
         if raw is not None:
             self.ax.plot(raw.tokens, raw.values, color=color, ls=style, lw=0.8, alpha=0.25)
         width = 2.5 if emphasis else 1.5
-        self.ax.plot(series.tokens, series.values, color=color, ls=style, lw=width, label=label)
+        marker = "o" if len(series) <= _MARKED_POINTS else None
+        self.ax.plot(
+            series.tokens, series.values, color=color, ls=style, lw=width, label=label,
+            marker=marker, markersize=3.5,
+        )  # fmt: skip
 
     def save(self, path: Path, out_type: str) -> Path:
         if self.ax.lines:
-            self.ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+            self.ax.legend(
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize="small",
+                title="run: last value",
+                title_fontsize="small",
+            )
         self.fig.savefig(
             path, format=out_type, bbox_inches="tight", metadata=_SAVE_METADATA[out_type]
         )

@@ -7,6 +7,7 @@ import torch
 
 from lmplay.cli import generate as cli
 from lmplay.models import TINY_SIZES, get_experiment
+from lmplay.train.checkpoint import FORMAT_VERSION, save_checkpoint
 
 
 def write_checkpoint(path: Path, exp: str = "gpt2ish", vocab_size: int = 50257, **sizes) -> Path:
@@ -15,16 +16,8 @@ def write_checkpoint(path: Path, exp: str = "gpt2ish", vocab_size: int = 50257, 
     args = experiment.args(**{**TINY_SIZES, "vocab_size": vocab_size, **sizes})
     torch.manual_seed(0)
     model = experiment.build(args)
-    ckpt = {
-        "format": "lmplay-checkpoint",
-        "components": {
-            "model": {
-                "state_args": {"exp": exp, "model_args": args.to_dict()},
-                "state": model.state_dict(),
-            }
-        },
-    }
-    torch.save(ckpt, path)
+    state_args = {"exp": exp, "model_args": args.to_dict()}
+    save_checkpoint(path, {"model": {"state_args": state_args, "state": model.state_dict()}})
     return path
 
 
@@ -117,9 +110,13 @@ def test_unusable_checkpoints_are_usage_errors(tmp_path, capsys, char_tokenizer)
     }
     cases = {
         tmp_path / "missing.lmp": "no such file",
-        truncated: "cannot be read as a checkpoint",
-        _save(tmp_path / "plain.pt", {"weights": torch.zeros(2)}): "is not an lmplay checkpoint",
-        _save(tmp_path / "nomodel.lmp", {"format": "lmplay-checkpoint", "components": {}}): (
+        truncated: "cannot be read (truncated",
+        _save(tmp_path / "plain.pt", {"weights": torch.zeros(2)}): "not an lmplay checkpoint",
+        _save(tmp_path / "newer.lmp", {**ckpt, "format_version": FORMAT_VERSION + 1}): (
+            "is newer than this lmplay"
+        ),
+        _save(tmp_path / "nomodel.lmp", {**ckpt, "components": {}}): "missing components: model",
+        _save(tmp_path / "noargs.lmp", {**ckpt, "components": {"model": {"state": {}}}}): (
             "has no usable model component"
         ),
         _save(tmp_path / "other.lmp", other_exp): "weights do not fit --exp modern",

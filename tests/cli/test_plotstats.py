@@ -119,3 +119,61 @@ def test_bad_option_value_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     _write_run(tmp_path / "a.stats.json", "alpha", 2)
     assert main([str(tmp_path), "--max-files", "0"]) == 2
     assert capsys.readouterr().err == "error: --max-files must be at least 1, got 0\n"
+
+
+def test_several_bad_files_are_named_on_one_line(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "empty.stats.json").write_bytes(b"")  # e.g. a disk that filled up
+    (runs / "other.stats.json").write_bytes(orjson.dumps({"format": "something-else"}))
+    result = _cli("runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: runs/empty.stats.json: not valid JSON")
+    assert "; runs/other.stats.json: not an lmplay stats file" in line
+
+
+def test_runs_without_records_say_there_is_nothing_to_plot_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    StatsRecorder(tmp_path / "a.stats.json", run="a", exp="gpt2ish", model="a.lmp", meta={}).flush()
+    _write_run(tmp_path / "b.stats.json", "b", 0)
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "error: nothing to plot yet: runs a, b have no record past 0 tokens\n"
+    )
+    assert not (tmp_path / "plots.json").exists()
+
+
+def test_validation_only_at_the_start_plots_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = StatsRecorder(tmp_path / "a.stats.json", run="a", exp="gpt2ish", model="a.lmp", meta={})
+    rec.add_validation("shakespeare", {"samples": 0, "tokens": 0, "loss": 10.8})
+    for i in range(1, 4):
+        rec.add_train({"samples": 16 * i, "tokens": 4000 * i, "loss": 10.0 - i})
+    rec.flush()
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / name) for name in ("train_loss.png", "train_loss_diff.png", "plots.json")
+    ]
+
+
+def test_word_accuracy_is_plotted_when_records_hold_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for run in ("a", "b"):
+        rec = StatsRecorder(tmp_path / f"{run}.stats.json", run=run, exp="x", model="", meta={})
+        for i in range(1, 4):
+            rec.add_validation("v", {"samples": i, "tokens": 100 * i, "loss": 5.0 / i,
+                                     "word_accuracy": 0.1 * i})  # fmt: skip
+        rec.flush()
+    assert main([str(tmp_path)]) == 0
+    names = [Path(line).name for line in capsys.readouterr().out.split()]
+    assert names == [  # no record holds token accuracy, so there is no accuracy.png
+        "loss.png", "loss_diff.png", "word_accuracy.png", "word_accuracy_diff.png", "plots.json"
+    ]  # fmt: skip
+    manifest = orjson.loads((tmp_path / "plots.json").read_bytes())
+    plot = next(p for p in manifest["plots"] if p["file"] == "word_accuracy.png")
+    assert [s["run"] for s in plot["series"]] == ["a", "b"]

@@ -74,7 +74,7 @@ def test_failed_write_keeps_previous_file_and_removes_temp(
     def crash(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("lmplay.stats.recorder.os.replace", crash)
+    monkeypatch.setattr("lmplay.atomic.os.replace", crash)
     rec.add_train(_rec(2))
     with pytest.raises(OSError, match="disk full"):
         rec.flush()
