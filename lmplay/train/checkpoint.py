@@ -8,12 +8,18 @@ A checkpoint is one `torch.save`d dict, readable with `torch.load(weights_only=T
 `state_args` rebuild a component (the model's experiment name and sizes, the plan, the
 optimizer's settings), `state` restores it. Writing goes to a temporary file in the same folder,
 which is fsynced and renamed over the old file, then the folder is fsynced: a crash at any moment
-leaves either the old or the new checkpoint, never a torn one.
+leaves either the old or the new checkpoint, never a torn one; temp files a killed writer leaves
+behind are deleted by the next save of the same run.
+
+Loading checks the zip archive's CRC32s first: `torch.load` does not, and would return weights
+with flipped bytes as if nothing were wrong.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
         "lmplay_version": __version__,
         "components": components,
     }
+    remove_stale_temps(path)
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -56,12 +63,39 @@ def atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Delete temp files left by killed writers of `path` and its siblings.
+
+    Siblings are the stage, step and stats files of the same run (`.STEM.*.tmp-PID`): a step
+    checkpoint is not written twice, so its temp file would otherwise stay forever. Temp files
+    of a live process are kept.
+    """
+    path = Path(path)
+    for temp in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp-*"):
+        pid = temp.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # ours, or no cheap check on this platform: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return True
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict, or CheckpointError saying why the file cannot be used."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
+        _check_archive(path)
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -84,6 +118,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing components: {', '.join(missing)}")
     return payload
+
+
+def _check_archive(path: Path) -> None:
+    """Raise if a member of the zip archive fails its CRC32 (torch.load does not check them)."""
+    if not zipfile.is_zipfile(path):
+        return  # torch.load says what is wrong with it
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"CRC mismatch in {damaged}")
 
 
 def stage_checkpoint_path(path: Path, stage: str) -> Path:

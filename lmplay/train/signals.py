@@ -2,12 +2,17 @@
 
 The loop polls `requested`; the signal itself never interrupts a step or a save, so a second
 Ctrl+C while saving only repeats the request and the save completes.
+
+`pause_point()` is a test hook (tests/train/test_interrupts.py): it lets a test deliver a signal
+at an exact point of the loop. It does nothing unless LMPLAY_TEST_PAUSE is set.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from collections import Counter
 from types import FrameType, TracebackType
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -53,3 +58,21 @@ class StopRequest:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+# Test hook, read once: LMPLAY_TEST_PAUSE="save:2" makes the 2nd `pause_point("save")` of the
+# process print "lmplay-test-pause save 2" to stderr, then wait for a line (or EOF) on stdin.
+# The test signals the process while it waits there, then releases it.
+_PAUSE_AT = os.environ.get("LMPLAY_TEST_PAUSE")
+_pause_counts: Counter[str] = Counter()
+
+
+def pause_point(name: str) -> None:
+    """Test hook at a named point of the loop (validate, save, stage_end); a no-op unless set."""
+    if _PAUSE_AT is None:
+        return
+    _pause_counts[name] += 1
+    here = f"{name}:{_pause_counts[name]}"
+    if here == _PAUSE_AT:
+        print(f"lmplay-test-pause {name} {_pause_counts[name]}", file=sys.stderr, flush=True)
+        sys.stdin.readline()

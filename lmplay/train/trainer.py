@@ -23,7 +23,7 @@ from lmplay.train.checkpoint import (
 from lmplay.train.optim import set_lr
 from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
-from lmplay.train.signals import StopRequest
+from lmplay.train.signals import StopRequest, pause_point
 from lmplay.train.step import StepResult, evaluate, train_step
 from lmplay.train.validation import validation_example
 
@@ -46,8 +46,8 @@ class Trainer:
         """Train the rest of the plan; returns the process exit code."""
         s = self.s
         with StopRequest() as stop:
-            if s.runner.step == 0 and not s.progress.finished:
-                self.validate()
+            if s.runner.step == 0 and not s.stats.validation and not s.progress.finished:
+                self.validate()  # once: a run stopped right after it resumes at step 0
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
                 self.batcher = self._stage_batcher()
@@ -60,10 +60,12 @@ class Trainer:
                         self._record(result, stage.name, bar)
                         self._maybe_validate_and_save(len(samples))
                 if self.batcher.finished:
+                    pause_point("stage_end")
                     s.progress.complete_stage()
+                    self.batcher = None  # its stage is done; its position is saved no more
                     self.save(stage_checkpoint_path(s.cfg.model_path(), stage.name))
             self.save()
-        self._report_end(stop)
+            self._report_end(stop)  # inside: a late second Ctrl+C is still only recorded
         return stop.exit_code
 
     @property
@@ -159,6 +161,7 @@ class Trainer:
                 },
             )
             losses[name] = loss
+            pause_point("validate")
             tqdm.write(
                 f"validation {name} @ {s.runner.tokens:,} tokens: loss {loss:.4f}, "
                 f"accuracy {accuracy:.3f}\n  truth:      {example['truth'][:100]!r}\n"
@@ -174,6 +177,7 @@ class Trainer:
         s.stats.flush()
         self._last_flush = time.monotonic()
         self._sync_batcher_state()
+        pause_point("save")
         save_checkpoint(path or s.cfg.model_path(), self.components())
         if path is not None and path != s.cfg.model_path():
             save_checkpoint(s.cfg.model_path(), self.components())
@@ -211,9 +215,10 @@ class Trainer:
         return components
 
     def _sync_batcher_state(self) -> None:
-        progress = self.s.progress
-        if self.batcher is not None and not progress.finished and not self.batcher.finished:
-            progress.batcher_state = self.batcher.state_dict()
+        # Also when the batcher just ran out: a save after the stage's last step must not keep
+        # an older position, or a crash before the stage checkpoint would replay batches.
+        if self.batcher is not None:
+            self.s.progress.batcher_state = self.batcher.state_dict()
 
     def _save_rolling(self) -> None:
         s = self.s

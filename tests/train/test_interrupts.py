@@ -1,0 +1,290 @@
+"""Interrupt anywhere, rerun, lose nothing: real processes, real signals, bit-exact results.
+
+The trainer's test hook LMPLAY_TEST_PAUSE="POINT:N" (lmplay/train/signals.py) stops the N-th
+pass through a point of the loop (validate, save, stage_end) until a line arrives on stdin, so
+a signal can be delivered exactly there. Everything else is the command a user would run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lmp_testing import TINY_FLAGS, three_stage_plan
+
+from lmplay.cli.trainer import build_parser, config_from_args
+from lmplay.stats.runs import load_stats
+from lmplay.train.checkpoint import load_checkpoint
+from lmplay.train.session import build_session
+from lmplay.train.trainer import Trainer
+
+TIMING_FIELDS = {"tokens_per_s", "time"}
+STAGES = ("simple", "mixed", "qa")
+KEEP_LAST = 2
+COMMON = ["--save-interval", "8", "--validation-interval", "24", "--keep-last", str(KEEP_LAST)]
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+
+
+def trainer_args(out: str, *extra: str) -> list[str]:
+    return ["--training-plan", "plan.json", "--out-dir", out, *TINY_FLAGS, *COMMON, *extra]
+
+
+class TrainerProcess:
+    """`lmp_trainer` in a subprocess; stderr is collected as it comes (tqdm writes no newlines)."""
+
+    def __init__(self, cwd: Path, args: list[str], pause: str | None = None) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        env.pop("LMPLAY_TEST_PAUSE", None)
+        if pause is not None:
+            env["LMPLAY_TEST_PAUSE"] = pause
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lmplay.cli.trainer", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._err = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        while chunk := os.read(self.process.stderr.fileno(), 65536):
+            self._err += chunk
+
+    @property
+    def stderr(self) -> str:
+        return self._err.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"never printed {text!r} (exit {self.process.poll()}):\n{self.stderr}")
+            time.sleep(0.01)
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def release(self) -> None:
+        """Let a process waiting at its pause point go on."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it was killed there
+            pass
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        assert self.process.stdin is not None and self.process.stderr is not None
+        self.process.stdin.close()
+        self.process.stderr.close()
+        return code
+
+
+def run_to_end(cwd: Path, args: list[str]) -> str:
+    run = TrainerProcess(cwd, args)
+    code = run.finish()
+    assert code == 0, run.stderr
+    return run.stderr
+
+
+def components(path: Path) -> dict:
+    return load_checkpoint(path)["components"]
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    """Model weights and optimizer state (moments, step counts, groups) are bit-identical."""
+    model_a, model_b = a["model"]["state"], b["model"]["state"]
+    assert model_a.keys() == model_b.keys()
+    for key in model_a:
+        assert torch.equal(model_a[key], model_b[key]), key
+    opt_a, opt_b = a["optimizers"]["state"], b["optimizers"]["state"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert opt_a["state"].keys() == opt_b["state"].keys()
+    for index, state in opt_a["state"].items():
+        assert state.keys() == opt_b["state"][index].keys()
+        for name, value in state.items():
+            other = opt_b["state"][index][name]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (index, name)
+
+
+def records_without_timing(path: Path) -> tuple[list, dict]:
+    stats = load_stats(path)
+
+    def strip(records: list) -> list:
+        return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+    return strip(stats.train), {name: strip(rs) for name, rs in stats.validation.items()}
+
+
+def saved_steps(train_records: list[dict], save_interval: int) -> list[int]:
+    """Steps after which the trainer saved: those whose samples crossed a save interval."""
+    steps, before = [], 0
+    for record in train_records:
+        if record["samples"] // save_interval != before // save_interval:
+            steps.append(record["steps"])
+        before = record["samples"]
+    return steps
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plan folder, with the uninterrupted run in `straight/`."""
+    folder = tmp_path_factory.mktemp("interrupts")
+    three_stage_plan(folder)
+    run_to_end(folder, trainer_args("straight"))
+    return folder
+
+
+def interrupt(run: TrainerProcess, signum: signal.Signals, delay: float | None) -> None:
+    """Signal `run` at its pause point, or `delay` seconds after releasing it (mid-step)."""
+    if delay is not None:
+        run.release()
+        time.sleep(delay)
+    run.signal(signum)
+    run.release()
+
+
+def interrupt_twice(run: TrainerProcess) -> None:
+    """Ctrl+C, then Ctrl+C again once the first was handled, both inside the paused save."""
+    run.signal(signal.SIGINT)
+    run.wait_for("SIGINT received")
+    run.signal(signal.SIGINT)
+    time.sleep(0.1)  # let the handler run before the save goes on
+    run.release()
+
+
+@pytest.mark.slow
+def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) -> None:
+    rng = random.Random(20240611)
+    # (signal, where it pauses, seconds after release; None: at the pause point itself)
+    events = [
+        (signal.SIGINT, "validate:1", None),  # between the sets of the step-0 validation
+        (signal.SIGINT, "stage_end:1", None),  # after the last step of stage 1
+        (signal.SIGTERM, f"validate:{rng.randint(2, 5)}", None),  # a validation mid-stage
+        ("twice", f"save:{rng.randint(1, 3)}", None),  # Ctrl+C, Ctrl+C during one save
+        (signal.SIGINT, f"save:{rng.randint(1, 3)}", rng.uniform(0.0, 0.4)),  # mid-step
+        (signal.SIGKILL, "stage_end:1", None),  # a crash after the last step of stage 2
+    ]
+    straight = baseline / "straight"
+    train = load_stats(straight / "gpt2ish.stats.json").train
+    out = baseline / "interrupted"
+    checkpoint = out / "gpt2ish.lmp"
+    last_step = 0
+    for signum, pause, delay in events:
+        run = TrainerProcess(baseline, trainer_args("interrupted"), pause=pause)
+        run.wait_for(f"lmplay-test-pause {pause.replace(':', ' ')}")
+        if signum == "twice":
+            interrupt_twice(run)
+            signum = signal.SIGINT
+        else:
+            interrupt(run, signum, delay)
+        code = run.finish()
+        assert code == EXIT_CODES[signum], f"{signum!r} at {pause}:\n{run.stderr}"
+        if signum != signal.SIGKILL:
+            assert f"stopped by {signum.name} at step" in run.stderr
+            resume = "resume with: lmp_trainer --training-plan plan.json --out-dir interrupted"
+            assert resume in run.stderr
+            assert run.stderr.count(f"{signum.name} received") == 1
+        step = components(checkpoint)["runner"]["state"]["step"]
+        assert step >= last_step, f"progress went back after {signum!r} at {pause}"
+        last_step = step
+    # The crash came after a save at the stage's last step and before its stage checkpoint.
+    assert last_step == max(r["steps"] for r in train if r["stage"] == "mixed")
+    assert components(checkpoint)["curriculum"]["state"]["stage_index"] == 1
+    run_to_end(baseline, trainer_args("interrupted"))
+
+    assert_bitwise_equal(components(straight / "gpt2ish.lmp"), components(checkpoint))
+    assert records_without_timing(straight / "gpt2ish.stats.json") == records_without_timing(
+        out / "gpt2ish.stats.json"
+    )
+    for stage in STAGES:
+        name = f"gpt2ish.{stage}.lmp"
+        assert_bitwise_equal(components(straight / name), components(out / name))
+    rolling = sorted(p.name for p in out.glob("gpt2ish.step*.lmp"))
+    assert rolling == sorted(p.name for p in straight.glob("gpt2ish.step*.lmp"))
+    for name in rolling:
+        assert_bitwise_equal(components(straight / name), components(out / name))
+    assert [p.name for p in out.glob(".*")] == []  # no temp file left over
+
+
+@pytest.mark.slow
+def test_keep_last_and_stage_checkpoints(baseline: Path) -> None:
+    straight = baseline / "straight"
+    train = load_stats(straight / "gpt2ish.stats.json").train
+    newest = saved_steps(train, save_interval=8)[-KEEP_LAST:]
+    rolling = sorted(straight.glob("gpt2ish.step*.lmp"))
+    assert [p.name for p in rolling] == [f"gpt2ish.step{step:08d}.lmp" for step in newest]
+    for path, step in zip(rolling, newest, strict=True):
+        assert components(path)["runner"]["state"]["step"] == step
+    final = components(straight / "gpt2ish.lmp")
+    for index, stage in enumerate(STAGES):
+        saved = components(straight / f"gpt2ish.{stage}.lmp")
+        progress = saved["curriculum"]["state"]
+        assert progress["stage_index"] == index + 1
+        assert len(progress["completed"]) == index + 1
+        assert progress["batcher"] is None
+        last_step_of_stage = max(r["steps"] for r in train if r["stage"] == stage)
+        assert saved["runner"]["state"]["step"] == last_step_of_stage
+    assert_bitwise_equal(components(straight / "gpt2ish.qa.lmp"), final)
+
+
+def validation_losses(plan_dir: Path, model: Path) -> dict[str, float]:
+    """What the trainer's validation says of the weights in `model`, computed in this process."""
+    args = trainer_args(str(model.parent), "--model", str(model))
+    args[1] = str(plan_dir / "plan.json")
+    session = build_session(config_from_args(build_parser().parse_args(args)))
+    return Trainer(session).validate()
+
+
+@pytest.mark.slow
+def test_reset_history_keeps_weights_and_restarts_progress(baseline: Path) -> None:
+    shutil.copytree(baseline / "straight", baseline / "reset")
+    final = baseline / "reset" / "gpt2ish.lmp"
+    expected = validation_losses(baseline, final)
+    stderr = run_to_end(baseline, trainer_args("reset", "--reset-history", "--max-steps", "1"))
+    assert "history reset" in stderr
+    saved = components(final)
+    assert saved["runner"]["state"]["step"] == 1
+    assert saved["curriculum"]["state"]["stage_index"] == 0
+    assert saved["curriculum"]["state"]["completed"] == []
+    stats = load_stats(baseline / "reset" / "gpt2ish.stats.json")
+    assert [r["steps"] for r in stats.train] == [1]
+    assert stats.train[0]["stage"] == "simple"
+    assert stats.validation.keys() == expected.keys()
+    for name, loss in expected.items():
+        (record,) = stats.validation[name]
+        assert record["steps"] == 0
+        assert record["loss"] == pytest.approx(loss, rel=1e-5)  # the weights it started from
+
+
+@pytest.mark.slow
+def test_initial_model_is_read_and_never_written(baseline: Path) -> None:
+    initial = baseline / "straight" / "gpt2ish.simple.lmp"
+    before = initial.read_bytes(), initial.stat().st_mtime_ns
+    start = components(initial)["runner"]["state"]["step"]
+    args = trainer_args("from_initial", "--initial-model", str(initial))
+    stderr = run_to_end(baseline, [*args, "--max-steps", str(start + 1)])
+    assert f"resumed from {initial} at step {start}, stage 2/3" in stderr
+    assert (initial.read_bytes(), initial.stat().st_mtime_ns) == before
+    saved = components(baseline / "from_initial" / "gpt2ish.lmp")
+    assert saved["runner"]["state"]["step"] == start + 1
+    # The step after the stage checkpoint is the very step the uninterrupted run took there.
+    straight = records_without_timing(baseline / "straight" / "gpt2ish.stats.json")[0]
+    continued = records_without_timing(baseline / "from_initial" / "gpt2ish.stats.json")[0]
+    assert continued[-1] == straight[start]
