@@ -6,6 +6,7 @@ file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,3 +50,29 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temp files left by killed writers of `path` and its siblings.
+
+    Siblings are the files of the same run named `STEM.*` (stage, step and stats files): a step
+    checkpoint is not written twice, so its temp file would otherwise stay forever. Temp files
+    of a live process are kept.
+    """
+    path = Path(path)
+    for temp in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp-*"):
+        pid = temp.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # ours, or no cheap check on this platform: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return True

@@ -17,8 +17,6 @@ with flipped bytes as if nothing were wrong.
 
 from __future__ import annotations
 
-import glob
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 
 from lmplay import __version__
+from lmplay.atomic import atomic_write, remove_stale_temps
 from lmplay.errors import CheckpointError
 
 FORMAT = "lmplay-checkpoint"
@@ -47,48 +46,6 @@ def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via `write(file)` to a temp file beside `path`, fsync, rename, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Delete temp files left by killed writers of `path` and its siblings.
-
-    Siblings are the stage, step and stats files of the same run (`.STEM.*.tmp-PID`): a step
-    checkpoint is not written twice, so its temp file would otherwise stay forever. Temp files
-    of a live process are kept.
-    """
-    path = Path(path)
-    for temp in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp-*"):
-        pid = temp.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            temp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return True  # ours, or no cheap check on this platform: keep the file
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return True
-
-
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict, or CheckpointError saying why the file cannot be used."""
     path = Path(path)
@@ -106,7 +63,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not an lmplay checkpoint; left as it is")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int):
+        raise CheckpointError(f"checkpoint {path}: has no format version; left as it is")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path}: format version {version} is newer than this lmplay "
             f"({__version__}, format {FORMAT_VERSION}) can read; upgrade lmplay"
@@ -142,16 +101,3 @@ def step_checkpoint_path(path: Path, step: int) -> Path:
 def bad_state_path(path: Path) -> Path:
     """Where the last good state goes when the loss diverges, beside the untouched checkpoint."""
     return path.with_name(f"{path.stem}.last-good{path.suffix}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

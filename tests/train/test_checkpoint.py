@@ -73,6 +73,10 @@ def test_foreign_file_and_newer_format_are_refused(tmp_path: Path) -> None:
     torch.save({"format": "lmplay-checkpoint", "format_version": FORMAT_VERSION + 1}, newer)
     with pytest.raises(CheckpointError, match="newer"):
         load_checkpoint(newer)
+    unversioned = tmp_path / "unversioned.lmp"
+    torch.save({"format": "lmplay-checkpoint"}, unversioned)
+    with pytest.raises(CheckpointError, match="no format version"):
+        load_checkpoint(unversioned)
     text = tmp_path / "notes.lmp"
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="cannot be read"):
