@@ -25,7 +25,7 @@ from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
 from lmplay.train.step import StepResult, evaluate, train_step
-from lmplay.train.validation import validation_example
+from lmplay.train.validation import mean_word_accuracy, validation_example
 
 EXIT_DIVERGED = 3
 
@@ -41,13 +41,18 @@ class Trainer:
         self.batcher: StageBatcher | None = None
         self._validation_cache: dict[str, list] | None = None
         self._last_flush = time.monotonic()
+        self._warned_missing_grads = False
 
     def fit(self) -> int:
         """Train the rest of the plan; returns the process exit code."""
         s = self.s
         with StopRequest() as stop:
-            if s.runner.step == 0 and not s.stats.validation and not s.progress.finished:
-                self.validate()  # once: a run stopped right after it resumes at step 0
+            if (
+                s.runner.step == 0
+                and not self._validated_at_this_step()
+                and not s.progress.finished
+            ):
+                self.validate()
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
                 self.batcher = self._stage_batcher()
@@ -60,6 +65,8 @@ class Trainer:
                         self._record(result, stage.name, bar)
                         self._maybe_validate_and_save(len(samples))
                 if self.batcher.finished:
+                    if not self._validated_at_this_step():
+                        self.validate()  # each stage ends with a validation point on the plot
                     pause_point("stage_end")
                     s.progress.complete_stage()
                     self.batcher = None  # its stage is done; its position is saved no more
@@ -87,9 +94,17 @@ class Trainer:
             device=s.device,
             precision=s.precision,
             set_lr=lambda: set_lr(s.optimizer, lr),
+            check_grads=s.cfg.system.check_grads,
         )
         if not math.isfinite(result.loss):
             self._diverged(result)
+        if result.missing_grads and not self._warned_missing_grads:
+            self._warned_missing_grads = True
+            tqdm.write(
+                f"warning: {len(result.missing_grads)} trainable parameters got no gradient "
+                f"(the loss does not reach them): {', '.join(result.missing_grads[:8])}",
+                file=sys.stderr,
+            )
         s.runner.train_seconds += time.perf_counter() - started
         s.runner.step += 1
         s.runner.micro_step += result.micro_steps
@@ -144,9 +159,9 @@ class Trainer:
         s.model.eval()
         losses = {}
         for name, samples in self._validation_sets().items():
-            loss, accuracy, _ = evaluate(
-                s.train_model, samples, s.cfg.batch.validation_batch(), s.device, s.precision
-            )
+            batch = s.cfg.batch.validation_batch()
+            loss, accuracy, _ = evaluate(s.train_model, samples, batch, s.device, s.precision)
+            words = mean_word_accuracy(s.train_model, samples, batch, s.device, s.precision)
             example = validation_example(s.model, samples[0], s.device, s.precision)
             s.stats.add_validation(
                 name,
@@ -157,6 +172,7 @@ class Trainer:
                     "loss": loss,
                     "perplexity": math.exp(min(loss, 50.0)),
                     "accuracy": accuracy,
+                    "word_accuracy": words,
                     "example": example,
                 },
             )
@@ -164,12 +180,21 @@ class Trainer:
             pause_point("validate")
             tqdm.write(
                 f"validation {name} @ {s.runner.tokens:,} tokens: loss {loss:.4f}, "
-                f"accuracy {accuracy:.3f}\n  truth:      {example['truth'][:100]!r}\n"
+                f"accuracy {accuracy:.3f}, word accuracy {words:.3f}\n"
+                f"  truth:      {example['truth'][:100]!r}\n"
                 f"  prediction: {example['prediction'][:100]!r}",
                 file=sys.stderr,
             )
         s.model.train()
         return losses
+
+    def _validated_at_this_step(self) -> bool:
+        # Read from the stats, which travel in the checkpoint: a rerun after a stop between a
+        # validation and the next step must not add a second record at the same step.
+        step = self.s.runner.step
+        return any(
+            records and records[-1]["steps"] == step for records in self.s.stats.validation.values()
+        )
 
     def save(self, path: Path | None = None) -> None:
         """Write the checkpoint (atomically) with every component's state."""
