@@ -20,6 +20,7 @@ from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Only before training starts (loading data, building the model): once the loop runs,
+        # Ctrl+C is a stop request that saves. Nothing has been written yet.
+        print("interrupted before training started; no checkpoint was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run(cfg: RunConfig) -> int:

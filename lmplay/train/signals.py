@@ -9,6 +9,7 @@ at an exact point of the loop. It does nothing unless LMPLAY_TEST_PAUSE is set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -49,15 +50,17 @@ class StopRequest:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = self.signal is None
+        if self.signal is not None:
+            return  # the first signal decides the exit code; the save is already coming
         self.signal = signal.Signals(signum)
-        if first:
-            print(
-                f"\n{self.signal.name} received: finishing the current step, then saving "
-                "(press Ctrl+C again to no effect; the save always completes)",
-                file=sys.stderr,
-                flush=True,
-            )
+        message = (
+            f"\n{self.signal.name} received: finishing the current step, then saving "
+            "(press Ctrl+C again to no effect; the save always completes)\n"
+        )
+        # os.write, not print: the handler may run while the loop is inside a write to
+        # sys.stderr, and re-entering that buffered stream raises RuntimeError.
+        with contextlib.suppress(OSError, ValueError):  # stderr closed or not a real file
+            os.write(sys.stderr.fileno(), message.encode())
 
 
 # Test hook, read once: LMPLAY_TEST_PAUSE="save:2" makes the 2nd `pause_point("save")` of the

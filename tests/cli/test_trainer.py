@@ -177,3 +177,17 @@ def test_other_architecture_checkpoint_is_refused(plan_dir: Path) -> None:
                    "--model", "out/gpt2ish.lmp")  # fmt: skip
     assert result.returncode == 2
     assert "holds a 'gpt2ish' model but --exp is 'modern'" in result.stderr
+
+
+def test_ctrl_c_while_starting_exits_130_and_writes_nothing(plan_dir, monkeypatch, capsys) -> None:
+    import lmplay.plan.registry
+
+    def interrupted_load(name: str) -> None:
+        raise KeyboardInterrupt  # as Ctrl+C lands while a large dataset is being read
+
+    monkeypatch.setattr(lmplay.plan.registry, "load_plan", interrupted_load)
+    out = plan_dir / "out"
+    code = main(["--training-plan", str(plan_dir / "plan.json"), "--out-dir", str(out)])
+    assert code == 130
+    assert "interrupted before training started" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
