@@ -24,8 +24,8 @@ from lmplay.train.optim import set_lr
 from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
-from lmplay.train.step import StepResult, evaluate, train_step
-from lmplay.train.validation import mean_word_accuracy, validation_example
+from lmplay.train.step import StepResult, train_step
+from lmplay.train.validation import score_validation_set, validation_example
 
 EXIT_DIVERGED = 3
 
@@ -159,9 +159,10 @@ class Trainer:
         s.model.eval()
         losses = {}
         for name, samples in self._validation_sets().items():
-            batch = s.cfg.batch.validation_batch()
-            loss, accuracy, _ = evaluate(s.train_model, samples, batch, s.device, s.precision)
-            words = mean_word_accuracy(s.train_model, samples, batch, s.device, s.precision)
+            scores = score_validation_set(
+                s.train_model, samples, s.cfg.batch.validation_batch(), s.device, s.precision
+            )
+            loss, accuracy, words = scores.loss, scores.accuracy, scores.word_accuracy
             example = validation_example(s.model, samples[0], s.device, s.precision)
             s.stats.add_validation(
                 name,

@@ -1,16 +1,19 @@
-"""Readable validation: an example (prompt, truth, prediction) and word accuracy.
+"""Validation scores (loss, accuracy, word accuracy) and a readable example.
 
-Both decode the model's *teacher-forced* argmax prediction: at every truth position of a sample
-the likeliest next token given the true tokens before it. The prediction therefore covers exactly
-the truth span the model saw (a sample is already cut to the context), word for word comparable
-with the truth.
+Word accuracy and the example decode the model's *teacher-forced* argmax prediction: at every
+truth position of a sample the likeliest next token given the true tokens before it. The
+prediction therefore covers exactly the truth span the model saw (a sample is already cut to the
+context), word for word comparable with the truth. One forward pass per row gives all three
+scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
@@ -50,7 +53,41 @@ def _aligned_matches(want: Sequence[str], got: Sequence[str]) -> int:
     return -previous[-1] % scale
 
 
+@dataclass(frozen=True)
+class ValidationScores:
+    loss: float  # per-token mean cross-entropy over every truth token of the set
+    accuracy: float  # share of truth tokens the argmax predicted
+    word_accuracy: float  # mean over samples of `word_accuracy`, each sample counting once
+    loss_tokens: int
+
+
 @torch.no_grad()
+def score_validation_set(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    batch_size: int,
+    device: torch.device,
+    precision: Precision,
+) -> ValidationScores:
+    """Loss, token accuracy and word accuracy of `samples`, from one forward pass over each row.
+
+    The caller sets eval mode.
+    """
+    if not samples:
+        raise ValueError("a validation set needs at least one sample")
+    tokenizer = get_tokenizer()
+    loss_sum, correct, words = 0.0, 0, 0.0
+    for index, predicted, sample_loss in _teacher_forced(
+        model, samples, batch_size, device, precision
+    ):
+        sample = samples[index]
+        loss_sum += sample_loss
+        correct += sum(p == t for p, t in zip(predicted, sample.truth, strict=True))
+        words += word_accuracy(tokenizer.decode(list(sample.truth)), tokenizer.decode(predicted))
+    tokens = sum(len(sample.truth) for sample in samples)
+    return ValidationScores(loss_sum / tokens, correct / tokens, words / len(samples), tokens)
+
+
 def teacher_forced_predictions(
     model: nn.Module,
     samples: Sequence[Sample],
@@ -58,46 +95,41 @@ def teacher_forced_predictions(
     device: torch.device,
     precision: Precision,
 ) -> list[list[int]]:
-    """Per sample, in order, the argmax token at each truth position (`len(sample.truth)` ids).
-
-    Rows of similar length are batched together to save padding; padding sits after each row's
-    tokens, so it changes no prediction.
-    """
-    order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
+    """Per sample, in order, the argmax token at each truth position (`len(sample.truth)` ids)."""
     predictions: list[list[int]] = [[] for _ in samples]
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = collate([samples[i] for i in rows])
-        with precision.autocast():
-            logits = model(batch.input_ids.to(device))  # (B, T, V)
-        predicted = logits.argmax(dim=-1).cpu()  # (B, T)
-        mask = batch.targets != IGNORE_INDEX  # (B, T): True at truth positions
-        for i, row, keep in zip(rows, predicted, mask, strict=True):
-            predictions[i] = row[keep].tolist()
+    for index, predicted, _ in _teacher_forced(model, samples, batch_size, device, precision):
+        predictions[index] = predicted
     return predictions
 
 
 @torch.no_grad()
-def mean_word_accuracy(
+def _teacher_forced(
     model: nn.Module,
     samples: Sequence[Sample],
     batch_size: int,
     device: torch.device,
     precision: Precision,
-) -> float:
-    """Mean over `samples` of `word_accuracy(decoded truth, decoded prediction)`.
+) -> Iterator[tuple[int, list[int], float]]:
+    """(index in `samples`, argmax at each truth position, summed cross-entropy of its truth).
 
-    Every sample counts once, however many words it holds. The caller sets eval mode.
+    Rows of similar length are batched together to save padding; padding sits after each row's
+    tokens, so it changes no prediction and no loss.
     """
-    if not samples:
-        raise ValueError("mean_word_accuracy needs at least one sample")
-    tokenizer = get_tokenizer()
-    predictions = teacher_forced_predictions(model, samples, batch_size, device, precision)
-    scores = [
-        word_accuracy(tokenizer.decode(list(sample.truth)), tokenizer.decode(predicted))
-        for sample, predicted in zip(samples, predictions, strict=True)
-    ]
-    return sum(scores) / len(scores)
+    order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate([samples[i] for i in rows])
+        with precision.autocast():
+            logits = model(batch.input_ids.to(device))  # (B, T, V)
+        logits = logits.float()
+        targets = batch.targets.to(device)  # (B, T), IGNORE_INDEX off the truth
+        row_losses = F.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        ).sum(dim=1)  # (B,)
+        predicted = logits.argmax(dim=-1).cpu()  # (B, T)
+        mask = batch.targets != IGNORE_INDEX  # (B, T): True at truth positions
+        for index, row, keep, loss in zip(rows, predicted, mask, row_losses.tolist(), strict=True):
+            yield index, row[keep].tolist(), loss
 
 
 def validation_example(

@@ -13,10 +13,10 @@ from lmplay.data.batcher import Sample
 from lmplay.data.tokenizer import EOT_ID, get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
-from lmplay.train.step import Precision
+from lmplay.train.step import Precision, evaluate
 from lmplay.train.validation import (
     EXAMPLE_CHARS,
-    mean_word_accuracy,
+    score_validation_set,
     shorten,
     teacher_forced_predictions,
     validation_example,
@@ -129,17 +129,18 @@ def _word_samples(count: int, seed: int) -> list[Sample]:
     return samples
 
 
-def test_mean_word_accuracy_of_stub_models() -> None:
+def test_word_accuracy_of_stub_models() -> None:
     samples = _word_samples(7, seed=0)
     vocab = get_tokenizer().n_vocab
     oracle = _OracleModel(vocab, samples)
-    assert mean_word_accuracy(oracle, samples, 3, CPU, Precision()) == 1.0
+    scores = score_validation_set(oracle, samples, 3, CPU, Precision())
+    assert scores.word_accuracy == 1.0 and scores.accuracy == 1.0
     # Copying shifts the prediction one word right: "<|endoftext|> w1 .. w(n-1)" vs "w1 .. wn".
     expected = sum((len(s.truth) - 1) / len(s.truth) for s in samples) / len(samples)
-    copied = mean_word_accuracy(_CopyModel(vocab), samples, 2, CPU, Precision())
-    assert copied == pytest.approx(expected)
+    copied = score_validation_set(_CopyModel(vocab), samples, 2, CPU, Precision())
+    assert copied.word_accuracy == pytest.approx(expected)
     with pytest.raises(ValueError):
-        mean_word_accuracy(oracle, [], 2, CPU, Precision())
+        score_validation_set(oracle, [], 2, CPU, Precision())
 
 
 def test_tiny_model_accuracy_does_not_depend_on_batching() -> None:
@@ -162,9 +163,13 @@ def test_tiny_model_accuracy_does_not_depend_on_batching() -> None:
         word_accuracy(tokenizer.decode(list(s.truth)), tokenizer.decode(p))
         for s, p in zip(samples, one_by_one, strict=True)
     ) / len(samples)
+    loss, accuracy, tokens = evaluate(model, samples, len(samples), CPU, Precision())
     for batch_size in (1, 4, len(samples)):
-        got = mean_word_accuracy(model, samples, batch_size, CPU, Precision())
-        assert got == pytest.approx(expected, abs=1e-12)
+        scores = score_validation_set(model, samples, batch_size, CPU, Precision())
+        assert scores.word_accuracy == pytest.approx(expected, abs=1e-12)
+        # the one pass gives the same loss and token accuracy as the training code's evaluate
+        assert scores.loss == pytest.approx(loss, rel=1e-6)  # float32 sums, other order
+        assert scores.accuracy == accuracy and scores.loss_tokens == tokens
     example = validation_example(model, samples[0], CPU, Precision())
     assert example["prediction"] == shorten(tokenizer.decode(one_by_one[0]), EXAMPLE_CHARS)
 
