@@ -8,9 +8,10 @@ writes it to `<out_dir>/<model_stem>.stats.json`, so `lmp_plotstats` globs `*.st
      "meta": {"plan": "tiny", "batch_size": 16, "...": "free-form run settings"},
      "train": [{"samples": 64, "tokens": 12345, "steps": 4, "stage": "shakespeare",
                 "loss": 9.1, "accuracy": 0.05, "lr": 0.0006, "grad_norm": 1.2,
-                "tokens_per_s": 5000.0, "time": 1700000000.0}, ...],
+                "tokens_per_s": 5000.0, "padding_ratio": 0.06, "truncation_ratio": 0.0}, ...],
      "validation": {"shakespeare": [{"samples": 64, "tokens": 12345, "steps": 4,
                                      "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06,
+                                     "word_accuracy": 0.01,
                                      "example": {"prompt": "...", "truth": "...",
                                                  "prediction": "..."}}, ...]}}
 
