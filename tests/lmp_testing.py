@@ -8,6 +8,9 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from lmplay.config import BatchConfig, DataConfig, ModelConfig, RunConfig, RunIOConfig
 
 WORDS = [
     "the",
@@ -101,6 +104,23 @@ def one_stage_plan(folder: Path, documents: int = 40, epochs: float = 1.0) -> Pa
         [{"name": "main", "datasets": ["corpus"], "epochs": epochs}],
         {"corpus": {"files": ["corpus.jsonl"], "validation_fraction": 0.1}},
     )
+
+
+def tiny_run_config(folder: Path, documents: int = 12, **sections: Any) -> RunConfig:
+    """An in-process run of a tiny gpt2ish on `one_stage_plan(folder)`; `sections` replace parts.
+
+    The plan is written once per folder, so a second call resumes the same run.
+    """
+    plan = folder / "plan.json"
+    if not plan.exists():
+        one_stage_plan(folder, documents=documents)
+    defaults = {
+        "model": ModelConfig(num_blocks=2, embed_dim=32, num_heads=2, context_len=64),
+        "data": DataConfig(training_plan=str(plan)),
+        "batch": BatchConfig(batch_size=4, validation_samples=4),
+        "io": RunIOConfig(out_dir=str(folder / "out")),
+    }
+    return RunConfig(**{**defaults, **sections})
 
 
 def run_cli(

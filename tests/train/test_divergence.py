@@ -6,20 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import one_stage_plan
+from lmp_testing import tiny_run_config
 
-from lmplay.config import BatchConfig, DataConfig, ModelConfig, RunConfig, RunIOConfig
+from lmplay.config import RunIOConfig
 from lmplay.train.checkpoint import bad_state_path, load_checkpoint
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer, TrainingDiverged
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_state(tmp_path: Path) -> None:
-    plan = one_stage_plan(tmp_path, documents=30)
-    cfg = RunConfig(
-        model=ModelConfig(num_blocks=2, embed_dim=32, num_heads=2, context_len=64),
-        data=DataConfig(training_plan=str(plan)),
-        batch=BatchConfig(batch_size=4, validation_samples=4),
+    cfg = tiny_run_config(
+        tmp_path,
+        documents=30,
         io=RunIOConfig(out_dir=str(tmp_path / "out"), save_interval=4, max_steps=10),
     )
     session = build_session(cfg)

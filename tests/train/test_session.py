@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import one_stage_plan
+from lmp_testing import tiny_run_config
 
 from lmplay.config import (
-    BatchConfig,
-    DataConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -21,20 +19,10 @@ from lmplay.errors import UsageError
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer
 
-TINY = ModelConfig(num_blocks=2, embed_dim=32, num_heads=2, context_len=64)
-
 
 def config(tmp_path: Path, **sections: object) -> RunConfig:
-    plan = tmp_path / "plan.json"
-    if not plan.exists():
-        one_stage_plan(tmp_path, documents=12)
-    defaults = {
-        "model": TINY,
-        "data": DataConfig(training_plan=str(plan)),
-        "batch": BatchConfig(batch_size=4, validation_samples=4),
-        "io": RunIOConfig(out_dir=str(tmp_path / "out"), max_steps=2),
-    }
-    return RunConfig(**{**defaults, **sections})
+    io = RunIOConfig(out_dir=str(tmp_path / "out"), max_steps=2)
+    return tiny_run_config(tmp_path, **{"io": io, **sections})
 
 
 def test_default_freeze_keeps_only_marked_parameters_trainable(tmp_path, monkeypatch) -> None:

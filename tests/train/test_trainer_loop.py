@@ -6,13 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import one_stage_plan
+from lmp_testing import tiny_run_config
 from torch import nn
 
 from lmplay.config import (
-    BatchConfig,
-    DataConfig,
-    ModelConfig,
     RunConfig,
     RunIOConfig,
     SystemConfig,
@@ -20,18 +17,11 @@ from lmplay.config import (
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer
 
-TINY = ModelConfig(num_blocks=2, embed_dim=32, num_heads=2, context_len=64)
-
 
 def config(tmp_path: Path, **sections: object) -> RunConfig:
-    plan = one_stage_plan(tmp_path, documents=12)
-    defaults = {
-        "model": TINY,
-        "data": DataConfig(training_plan=str(plan)),
-        "batch": BatchConfig(batch_size=4, validation_samples=4),
-        "io": RunIOConfig(out_dir=str(tmp_path / "out"), validation_interval=1000),
-    }
-    return RunConfig(**{**defaults, **sections})
+    # an interval of 1000 samples is never reached: only the start and the stage's end validate
+    io = RunIOConfig(out_dir=str(tmp_path / "out"), validation_interval=1000)
+    return tiny_run_config(tmp_path, **{"io": io, **sections})
 
 
 def test_stage_starts_and_ends_with_a_validation_carrying_word_accuracy(tmp_path) -> None:
@@ -40,7 +30,6 @@ def test_stage_starts_and_ends_with_a_validation_carrying_word_accuracy(tmp_path
     final_step = session.runner.step
     assert final_step > 1
     (records,) = session.stats.validation.values()
-    # interval 1000 samples is never reached: only the start and the stage's end are validated
     assert [r["steps"] for r in records] == [0, final_step]
     for record in records:
         assert 0.0 <= record["word_accuracy"] <= 1.0
