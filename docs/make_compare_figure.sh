@@ -19,7 +19,6 @@ rm -rf "$OUT"  # start fresh: an existing checkpoint there would be resumed
 for exp in gpt2ish modern; do
   lmp_trainer --exp "$exp" "${FLAGS[@]}"
 done
-# --average-count 1: every validation point as measured, no moving average.
-lmp_plotstats "$OUT" --out-dir "$OUT/plots" --average-count 1
+lmp_plotstats "$OUT" --out-dir "$OUT/plots"
 cp "$OUT/plots/loss.png" docs/compare_loss.png
 echo "wrote docs/compare_loss.png"

@@ -5,7 +5,7 @@ matplotlib and numpy only (no torch), so plotting runs beside a training job. Fo
 asked) it writes:
 
 - `<metric>.<ext>`: one line per run (per run and validation set when there are several)
-  against tokens on a log x axis, smoothed by a trailing moving average;
+  against tokens on a log x axis (train lines smoothed by a trailing moving average);
 - `<metric>_diff.<ext>`: each run minus the target run, interpolated on the target's token
   grid, so runs are compared at equal tokens seen;
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
@@ -35,7 +35,9 @@ from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 
 OUT_TYPES = ("png", "svg", "pdf")
-DEFAULT_WINDOW = {"train": 20, "validation": 3}  # validation points are far fewer than train
+# A validation record is already a mean over many samples, and there are few of them: a trailing
+# average would lag the curve and misstate the last value, so validation is drawn as measured.
+DEFAULT_WINDOW = {"train": 20, "validation": 1}
 MANIFEST_NAME = "plots.json"
 # Dates and software versions left out so identical inputs give identical bytes.
 _SAVE_METADATA: dict[str, dict[str, Any]] = {

@@ -59,7 +59,7 @@ def test_plots_two_runs(tmp_path: Path, two_runs: list[RunStats]) -> None:
     assert manifest["target"] == "alpha"  # the run with the most tokens
     assert [r["label"] for r in manifest["runs"]] == ["alpha", "beta"]
     loss = next(p for p in manifest["plots"] if p["file"] == "loss.png")
-    assert loss["window"] == 3 and loss["kind"] == "validation"
+    assert loss["window"] == 1 and loss["kind"] == "validation"
     assert [
         (s["run"], s["points"], s["first_tokens"], s["last_tokens"]) for s in loss["series"]
     ] == [
