@@ -65,6 +65,9 @@ class BatchConfig:
         "samples per validation forward pass (default: --mini-batch-size)"
     )
     validation_samples: int = _flag("samples in each validation pass, per validation set", 64)
+    no_packing: bool = _flag(
+        "pad every sample to its own row instead of packing short samples into shared rows", False
+    )
 
     def mini_batch(self) -> int:
         return self.mini_batch_size or self.batch_size

@@ -46,11 +46,33 @@ class Sample:
 
 @dataclass
 class Batch:
-    """A collated list of samples: `targets[b, t]` is the token after `input_ids[b, t]`."""
+    """A collated list of samples: `targets[b, t]` is the token after `input_ids[b, t]`.
+
+    Rows hold one sample each, unless `segments` is set: then a row may hold several (see
+    `lmplay.data.packing`), and a model must keep them from attending to each other.
+    """
 
     input_ids: torch.Tensor  # (B, T) long, padded with PAD_ID at the end of rows
     targets: torch.Tensor  # (B, T) long, IGNORE_INDEX on prompt and padding positions
     samples: list[Sample]
+    positions: torch.Tensor | None = None  # (B, T) long: each token's position in its sample
+    segments: torch.Tensor | None = None  # (B, T) long: its sample's slot in the row; -1: padding
+
+    @property
+    def packed(self) -> bool:
+        return self.segments is not None
+
+    def to(self, device: torch.device) -> Batch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Batch(
+            self.input_ids.to(device),
+            self.targets.to(device),
+            self.samples,
+            move(self.positions),
+            move(self.segments),
+        )
 
     @property
     def loss_tokens(self) -> int:
@@ -288,9 +310,15 @@ def collate(samples: Sequence[Sample]) -> Batch:
     input_ids = torch.full((len(samples), width), PAD_ID, dtype=torch.long)
     targets = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
     for row, sample in enumerate(samples):
-        tokens = torch.tensor(sample.prompt + sample.truth, dtype=torch.long)
-        length = len(tokens) - 1
-        input_ids[row, :length] = tokens[:-1]
-        first_target = len(sample.prompt) - 1  # the last prompt token predicts the first truth
-        targets[row, first_target:length] = tokens[first_target + 1 :]
+        write_sample(sample, input_ids[row], targets[row], 0)
     return Batch(input_ids, targets, list(samples))
+
+
+def write_sample(sample: Sample, input_ids: torch.Tensor, targets: torch.Tensor, at: int) -> int:
+    """Write `sample` into one row from column `at`; returns its input length."""
+    tokens = torch.tensor(sample.prompt + sample.truth, dtype=torch.long)
+    length = len(tokens) - 1
+    input_ids[at : at + length] = tokens[:-1]
+    first_target = len(sample.prompt) - 1  # the last prompt token predicts the first truth
+    targets[at + first_target : at + length] = tokens[first_target + 1 :]
+    return length

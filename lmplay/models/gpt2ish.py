@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from lmplay.models.modules import (
@@ -10,7 +9,7 @@ from lmplay.models.modules import (
     GeluMLP,
     KVCache,
     init_weights,
-    start_position,
+    token_positions,
 )
 from lmplay.models.registry import ModelArgs, register
 
@@ -23,8 +22,10 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(args.embed_dim)
         self.mlp = GeluMLP(args)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self, x: Tensor, cache: KVCache | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, mask=mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -65,13 +66,19 @@ class GPT2ish(nn.Module):
         init_weights(self, args.num_blocks)
         self.lm_head.weight = self.wte.weight
 
-    def forward(self, input_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        T = input_ids.size(1)
-        start = start_position(T, kv_cache, self.args.context_len)
-        pos = torch.arange(start, start + T, device=input_ids.device)  # (T,)
+    def forward(
+        self,
+        input_ids: Tensor,
+        kv_cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> Tensor:
+        pos, mask = token_positions(
+            input_ids, kv_cache, self.args.context_len, positions, segments
+        )  # (T,) or (B, T); mask (B, 1, T, T) for packed rows
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
         for block in self.blocks:
-            x = block(x, kv_cache)
+            x = block(x, kv_cache, mask)
         if kv_cache is not None:
-            kv_cache.advance(T)
+            kv_cache.advance(input_ids.size(1))
         return self.lm_head(self.ln_f(x))  # (B, T, V)

@@ -15,7 +15,7 @@ from lmplay.models.modules import (
     SwiGLU,
     init_weights,
     rotary_tables,
-    start_position,
+    token_positions,
 )
 from lmplay.models.registry import ModelArgs, register
 
@@ -28,8 +28,10 @@ class ModernBlock(nn.Module):
         self.mlp_norm = RMSNorm(args.embed_dim)
         self.mlp = SwiGLU(args)
 
-    def forward(self, x: Tensor, cache: KVCache | None, rope: Rope) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cache, rope)
+    def forward(
+        self, x: Tensor, cache: KVCache | None, rope: Rope, mask: Tensor | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cache, rope, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -77,15 +79,22 @@ class Modern(nn.Module):
         if self.tie_embeddings:
             self.lm_head.weight = self.wte.weight
 
-    def forward(self, input_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        T = input_ids.size(1)
-        start = start_position(T, kv_cache, self.args.context_len)
-        rope = rotary_tables(self.args.head_dim, start, T, input_ids.device)  # (T, D/2) x2
+    def forward(
+        self,
+        input_ids: Tensor,
+        kv_cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> Tensor:
+        pos, mask = token_positions(
+            input_ids, kv_cache, self.args.context_len, positions, segments
+        )  # (T,) or (B, T); mask (B, 1, T, T) for packed rows
+        rope = rotary_tables(self.args.head_dim, pos)
         x = self.drop(self.wte(input_ids))  # (B, T, C)
         for block in self.blocks:
-            x = block(x, kv_cache, rope)
+            x = block(x, kv_cache, rope, mask)
         if kv_cache is not None:
-            kv_cache.advance(T)
+            kv_cache.advance(input_ids.size(1))
         return self.lm_head(self.norm(x))  # (B, T, V)
 
 

@@ -67,9 +67,47 @@ def start_position(num_tokens: int, cache: KVCache | None, context_len: int) -> 
     return start
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
-    """Attention of q (B, H, Tq, D) over k, v (B, H, Tk, D), where q are the last Tq positions."""
+def token_positions(
+    input_ids: Tensor,
+    kv_cache: KVCache | None,
+    context_len: int,
+    positions: Tensor | None,
+    segments: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Positions to embed, (T,) or (B, T), and the attention mask of packed rows (or None).
+
+    Rows packed with several samples (`lmplay.data.packing`) bring each token's position in its
+    own sample and its sample's slot in the row; others count positions from the cache.
+    """
+    num_tokens = input_ids.size(1)
+    if segments is None:
+        start = start_position(num_tokens, kv_cache, context_len)
+        return torch.arange(start, start + num_tokens, device=input_ids.device), None
+    if kv_cache is not None or positions is None:
+        raise ValueError("packed rows need positions and cannot use a KV cache")
+    if num_tokens > context_len:
+        raise ValueError(f"{num_tokens} tokens exceed the context length {context_len}")
+    return positions, segment_mask(segments)
+
+
+def segment_mask(segments: Tensor) -> Tensor:
+    """(B, 1, T, T) bool: query t may attend key s when both are in one sample and s <= t."""
+    T = segments.size(1)
+    same = segments.unsqueeze(2) == segments.unsqueeze(1)  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return (same & causal).unsqueeze(1)
+
+
+def causal_attention(
+    q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, mask: Tensor | None = None
+) -> Tensor:
+    """Attention of q (B, H, Tq, D) over k, v (B, H, Tk, D), where q are the last Tq positions.
+
+    `mask` (B, 1, T, T), from `segment_mask`, replaces the causal mask for packed rows.
+    """
     Tq, Tk = q.size(-2), k.size(-2)
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if Tq == Tk:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     if Tq == 1:
@@ -80,20 +118,22 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) ->
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
-Rope = tuple[Tensor, Tensor]  # cos, sin: (T, head_dim/2) each
+Rope = tuple[Tensor, Tensor]  # cos, sin: (T, head_dim/2) or (B, 1, T, head_dim/2) each
 
 
-def rotary_tables(head_dim: int, start: int, num_tokens: int, device: torch.device) -> Rope:
-    """cos/sin (T, head_dim/2) for positions start..start+T, computed fresh in float32.
+def rotary_tables(head_dim: int, positions: Tensor) -> Rope:
+    """cos/sin for `positions` (T,) or per row (B, T), computed fresh in float32.
 
-    Not stored as buffers, so a model cast to bf16 keeps exact angles and checkpoints carry
-    no derived tensors.
+    Shaped to broadcast over (B, H, T, head_dim/2). Not stored as buffers, so a model cast to
+    bf16 keeps exact angles and checkpoints carry no derived tensors.
     """
+    device = positions.device
     inv_freq = 10000.0 ** (
         -torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
     )
-    pos = torch.arange(start, start + num_tokens, dtype=torch.float32, device=device)
-    angles = torch.outer(pos, inv_freq)  # (T, D/2)
+    angles = positions.float().unsqueeze(-1) * inv_freq  # (T, D/2) or (B, T, D/2)
+    if angles.dim() == 3:
+        angles = angles.unsqueeze(1)  # (B, 1, T, D/2): the same angles for every head
     return angles.cos(), angles.sin()
 
 
@@ -117,7 +157,13 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(args.embed_dim, args.embed_dim, bias=bias)
         self.resid_drop = nn.Dropout(args.dropout)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, rope: Rope | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cache: KVCache | None = None,
+        rope: Rope | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         B, T, C = x.shape
         H = self.num_heads
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
@@ -128,7 +174,8 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, pos+T, D)
-        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, H, T, D)
+        dropout = self.dropout if self.training else 0.0
+        y = causal_attention(q, k, v, dropout, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
 

@@ -7,6 +7,7 @@ A registration is an architecture plus default sizes, so presets of one class (`
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
@@ -92,6 +93,12 @@ class Experiment:
         if check is not None:
             check(args)
         return args
+
+    @property
+    def packs_rows(self) -> bool:
+        """Whether forward takes `positions` and `segments`, so rows may hold several samples."""
+        parameters = inspect.signature(self.model_class.forward).parameters
+        return "positions" in parameters and "segments" in parameters
 
     def build(self, args: ModelArgs) -> nn.Module:
         return self.model_class(args)

@@ -38,8 +38,10 @@ class ScaledBlock(ModernBlock):
         self.attn_scale = LayerScale(args.embed_dim)
         self.mlp_scale = LayerScale(args.embed_dim)
 
-    def forward(self, x: Tensor, cache: KVCache | None, rope: Rope) -> Tensor:
-        x = x + self.attn_scale(self.attn(self.attn_norm(x), cache, rope))
+    def forward(
+        self, x: Tensor, cache: KVCache | None, rope: Rope, mask: Tensor | None = None
+    ) -> Tensor:
+        x = x + self.attn_scale(self.attn(self.attn_norm(x), cache, rope, mask))
         return x + self.mlp_scale(self.mlp(self.mlp_norm(x)))
 
 

@@ -48,6 +48,16 @@ class Session:
     stats: StatsRecorder
     resumed_from: Path | None
     notes: list[str]
+    pack_len: int | None = None  # row length when short samples share rows; None: one per row
+
+
+def _pack_len(cfg: RunConfig, exp: str, model_args: ModelArgs, notes: list[str]) -> int | None:
+    if cfg.batch.no_packing:
+        return None
+    if not get_experiment(exp).packs_rows:
+        notes.append(f"{exp} takes no positions/segments: one sample per row, padded")
+        return None
+    return model_args.context_len
 
 
 def resolve_device(name: str) -> torch.device:
@@ -163,6 +173,7 @@ def build_session(cfg: RunConfig) -> Session:
         stats=stats,
         resumed_from=source,
         notes=notes,
+        pack_len=_pack_len(cfg, exp, model_args, notes),
     )
 
 

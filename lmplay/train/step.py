@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmplay.data.batcher import IGNORE_INDEX, Batch, Sample, collate
+from lmplay.data.packing import pack
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ class Precision:
 def token_losses(model: nn.Module, batch: Batch, precision: Precision) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's targets (float32) and how many were right."""
     with precision.autocast():
-        logits = model(batch.input_ids)  # (B, T, V)
+        if batch.packed:
+            logits = model(batch.input_ids, positions=batch.positions, segments=batch.segments)
+        else:
+            logits = model(batch.input_ids)  # (B, T, V)
     logits = logits.float()
     loss_sum = F.cross_entropy(
         logits.view(-1, logits.size(-1)),
@@ -88,12 +92,14 @@ def accumulate_gradients(
     mini_batch_size: int,
     device: torch.device,
     precision: Precision,
+    pack_len: int | None = None,
 ) -> _Accumulated:
-    """Backward over every mini-batch of the logical batch."""
+    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`)."""
     total_loss_tokens = loss_tokens(samples)
     acc = _Accumulated()
     for chunk in split_mini_batches(samples, mini_batch_size):
-        mini = _to_device(collate(chunk), device)
+        rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
+        mini = _to_device(rows, device)
         loss_sum, correct = token_losses(model, mini, precision)
         scaled = loss_sum / total_loss_tokens
         if precision.scaler is not None:
@@ -122,10 +128,15 @@ def train_step(
     precision: Precision,
     set_lr: Callable[[], None] | None = None,
     check_grads: bool = False,
+    pack_len: int | None = None,
 ) -> StepResult:
-    """A full optimizer step. The optimizer is not stepped when the loss is not finite."""
+    """A full optimizer step. The optimizer is not stepped when the loss is not finite.
+
+    With `pack_len`, short samples of a mini-batch share rows of that many tokens (the model
+    must take `positions` and `segments`); the loss is the same, the padding less.
+    """
     optimizer.zero_grad(set_to_none=True)
-    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision)
+    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len)
     total = loss_tokens(samples)
     loss = acc.loss_sum / total
     if precision.scaler is not None:
@@ -181,6 +192,4 @@ def parameters_without_grad(model: nn.Module) -> list[str]:
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
-    if batch.input_ids.device == device:
-        return batch
-    return Batch(batch.input_ids.to(device), batch.targets.to(device), batch.samples)
+    return batch if batch.input_ids.device == device else batch.to(device)

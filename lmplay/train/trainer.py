@@ -95,6 +95,7 @@ class Trainer:
             precision=s.precision,
             set_lr=lambda: set_lr(s.optimizer, lr),
             check_grads=s.cfg.system.check_grads,
+            pack_len=s.pack_len,
         )
         if not math.isfinite(result.loss):
             self._diverged(result)
