@@ -17,14 +17,18 @@ from lmplay.data.batcher import IGNORE_INDEX, PAD_ID, Batch, Sample, collate, wr
 
 
 def pack(samples: Sequence[Sample], row_len: int) -> Batch:
-    """Rows of at most `row_len` tokens holding one or more samples; `collate` if none share."""
+    """Rows of at most `row_len` tokens holding one or more samples.
+
+    Plain `collate` rows when packing would not compute fewer slots (nothing fits together, or
+    full packed rows beat ragged plain ones): they keep the model's faster causal path.
+    """
     lengths = [sample.num_tokens - 1 for sample in samples]
     if max(lengths) > row_len:
         raise ValueError(f"a sample of {max(lengths)} input tokens does not fit rows of {row_len}")
     rows = first_fit_decreasing(lengths, row_len)
-    if len(rows) == len(samples):
-        return collate(samples)  # nothing shares a row: plain rows keep the fast causal path
     width = max(sum(lengths[i] for i in row) for row in rows)
+    if len(rows) * width >= len(samples) * max(lengths):
+        return collate(samples)
     shape = (len(rows), width)
     input_ids = torch.full(shape, PAD_ID, dtype=torch.long)
     targets = torch.full(shape, IGNORE_INDEX, dtype=torch.long)

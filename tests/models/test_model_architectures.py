@@ -129,3 +129,39 @@ def test_rmsnorm_normalises_to_unit_rms():
     x = torch.randn(4, 7, 64) * 5 + 2
     y = norm(x)
     torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(4, 7), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_packed_rows_give_each_sample_its_own_logits(name):
+    """Several samples in one row: same logits as each alone (own positions, no cross-talk)."""
+    from lmplay.data.batcher import Sample
+    from lmplay.data.packing import pack
+
+    exp = get_experiment(name)
+    assert exp.packs_rows
+    model = build(name).double().eval()
+    rng = torch.Generator().manual_seed(7)
+    lengths = [5, 17, 9, 30, 3, 12]  # inputs of 4..29 tokens; rows of 64 take several
+    samples = [
+        Sample((0,), tuple(torch.randint(1, VOCAB, (n,), generator=rng).tolist())) for n in lengths
+    ]
+    batch = pack(samples, TINY_SIZES["context_len"])
+    assert batch.packed and batch.input_ids.size(0) < len(samples)
+    with torch.no_grad():
+        packed = model(batch.input_ids, positions=batch.positions, segments=batch.segments)
+        for r in range(batch.input_ids.size(0)):
+            for slot in batch.segments[r].unique().tolist():
+                if slot < 0:
+                    continue
+                where = (batch.segments[r] == slot).nonzero().flatten()
+                alone = model(batch.input_ids[r, where].unsqueeze(0))[0]
+                assert torch.allclose(packed[r, where], alone, atol=1e-10), (name, r, slot)
+
+
+def test_packed_rows_refuse_a_kv_cache():
+    from lmplay.models.modules import KVCache
+
+    model = build("gpt2ish")
+    x = tokens(1, 6)
+    with pytest.raises(ValueError, match="cannot use a KV cache"):
+        model(x, KVCache(64), positions=torch.arange(6)[None], segments=torch.zeros(1, 6).long())

@@ -9,6 +9,7 @@ import torch
 from lmp_testing import tiny_run_config
 
 from lmplay.config import (
+    BatchConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -84,3 +85,17 @@ def test_missing_initial_model_is_a_usage_error(tmp_path) -> None:
     )
     with pytest.raises(UsageError, match=r"--initial-model .*nope.lmp: no such file"):
         build_session(cfg)
+
+
+def test_rows_are_packed_unless_turned_off_or_unsupported(tmp_path) -> None:
+    from lmplay.models.registry import Experiment
+
+    assert build_session(config(tmp_path)).pack_len == 64  # the context length
+    plain = build_session(config(tmp_path, batch=BatchConfig(batch_size=4, no_packing=True)))
+    assert plain.pack_len is None
+
+    class OneSamplePerRow(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return input_ids
+
+    assert not Experiment("plain", "no packing support", OneSamplePerRow).packs_rows

@@ -42,18 +42,24 @@ def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+PACK_LEN = TINY_SIZES["context_len"]
+
+
+@pytest.mark.parametrize("pack_len", [None, PACK_LEN], ids=["one-per-row", "packed"])
 @pytest.mark.parametrize("exp", ["gpt2ish", "modern"])
 @pytest.mark.parametrize("seed", range(4))
-def test_accumulated_gradient_equals_full_batch_gradient(exp: str, seed: int) -> None:
+def test_accumulated_gradient_equals_full_batch_gradient(
+    exp: str, seed: int, pack_len: int | None
+) -> None:
     samples = ragged_samples(8, seed)
-    reference = tiny_model(exp).double()
+    reference = tiny_model(exp).double()  # float64, one sample per row: the reference
     accumulate_gradients(reference, samples, len(samples), CPU, Precision())
     expected = gradients(reference)
     scale = max(g.abs().max() for g in expected.values())
     mini_batch = random_split_sizes(random.Random(seed), len(samples))
     for size in {1, 3, mini_batch}:
         model = tiny_model(exp)
-        accumulate_gradients(model, samples, size, CPU, Precision())
+        accumulate_gradients(model, samples, size, CPU, Precision(), pack_len)
         got = gradients(model)
         worst = max((got[n].double() - expected[n]).abs().max() for n in expected)
         assert worst / scale <= 1e-6, f"mini-batch {size}: relative error {worst / scale:.2e}"
@@ -71,7 +77,9 @@ def test_logged_loss_is_the_true_per_token_mean() -> None:
     assert abs(sum(means) / len(means) - full_loss) > 1e-4
 
 
-def run_steps(mini_batch_size: int, steps: int = 10) -> dict[str, torch.Tensor]:
+def run_steps(
+    mini_batch_size: int, steps: int = 10, pack_len: int | None = None
+) -> dict[str, torch.Tensor]:
     """AdamW at lr 3e-4 (the common small-GPT setting).
 
     Adam divides each gradient element by its own running scale, so float32 rounding in tiny
@@ -84,14 +92,16 @@ def run_steps(mini_batch_size: int, steps: int = 10) -> dict[str, torch.Tensor]:
         train_step(
             model, optimizer, ragged_samples(8, seed=100 + step),
             mini_batch_size=mini_batch_size, grad_clip=1.0, device=CPU, precision=Precision(),
+            pack_len=pack_len,
         )  # fmt: skip
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_ten_adamw_steps_agree_across_mini_batch_sizes() -> None:
-    reference = run_steps(8)
-    for size in (1, 3):
-        params = run_steps(size)
+@pytest.mark.parametrize("pack_len", [None, PACK_LEN], ids=["one-per-row", "packed"])
+def test_ten_adamw_steps_agree_across_mini_batch_sizes(pack_len: int | None) -> None:
+    reference = run_steps(8)  # one sample per row
+    for size in (1, 3) if pack_len is None else (1, 3, 8):
+        params = run_steps(size, pack_len=pack_len)
         worst = max((params[n] - reference[n]).abs().max() for n in reference)
         assert worst <= 1e-5, f"mini-batch {size}: parameters differ by {worst:.2e}"
 
