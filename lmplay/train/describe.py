@@ -18,7 +18,8 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         f"  {args.num_blocks} blocks, embed {args.embed_dim}, {args.num_heads} heads, "
         f"context {args.context_len}; {params:,} parameters ({trainable:,} trainable)",
         f"  device {s.device}, {precision}{', compiled' if s.cfg.system.compile_model else ''}; "
-        f"batch {s.cfg.batch.batch_size} in mini-batches of {s.cfg.batch.mini_batch()}; "
+        f"batch {s.cfg.batch.batch_size} in mini-batches of {s.cfg.batch.mini_batch()}"
+        f"{' (short samples packed)' if s.pack_len else ''}; "
         f"{s.cfg.optim.optimizer} lr {s.cfg.optim.lr:g}",
         "weight-decay groups:",
         *("  " + row for row in s.groups.describe().splitlines()),
