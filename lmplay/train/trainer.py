@@ -46,12 +46,16 @@ class Trainer:
     def fit(self) -> int:
         """Train the rest of the plan; returns the process exit code."""
         s = self.s
+        if s.progress.finished:
+            print(
+                f"plan '{s.plan.name}' is already done at {self._where()}: nothing to train, "
+                f"{s.cfg.model_path()} not written. --reset-history trains the plan again from "
+                "these weights; another --out-dir starts a new run",
+                file=sys.stderr,
+            )
+            return 0
         with StopRequest() as stop:
-            if (
-                s.runner.step == 0
-                and not self._validated_at_this_step()
-                and not s.progress.finished
-            ):
+            if s.runner.step == 0 and not self._validated_at_this_step():
                 self.validate()
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
@@ -313,9 +317,13 @@ class Trainer:
             "(try a lower --lr or --grad-clip)"
         )
 
+    def _where(self) -> str:
+        runner = self.s.runner
+        return f"step {runner.step}, {runner.samples:,} samples, {runner.tokens:,} tokens"
+
     def _report_end(self, stop: StopRequest) -> None:
         s = self.s
-        where = f"step {s.runner.step}, {s.runner.samples:,} samples, {s.runner.tokens:,} tokens"
+        where = self._where()
         if stop.requested:
             print(
                 f"stopped by {stop.signal.name} at {where}; saved {s.cfg.model_path()}\n"

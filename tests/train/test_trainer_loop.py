@@ -35,12 +35,16 @@ def test_stage_starts_and_ends_with_a_validation_carrying_word_accuracy(tmp_path
         assert 0.0 <= record["word_accuracy"] <= 1.0
 
 
-def test_rerun_of_a_finished_plan_adds_no_second_validation(tmp_path) -> None:
-    Trainer(build_session(config(tmp_path))).fit()
+def test_rerun_of_a_finished_plan_trains_and_writes_nothing(tmp_path, capsys) -> None:
+    cfg = config(tmp_path)
+    Trainer(build_session(cfg)).fit()
+    written = cfg.model_path().read_bytes()
     again = build_session(config(tmp_path))
     before = again.stats.validation
-    Trainer(again).fit()
+    assert Trainer(again).fit() == 0
+    assert "plan 'test' is already done at step" in capsys.readouterr().err
     assert again.stats.validation == before
+    assert cfg.model_path().read_bytes() == written
 
 
 @pytest.fixture
