@@ -30,15 +30,16 @@ def test_amp_on_cpu_resolves_to_bf16_without_a_scaler() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pack_len", [None, TINY_SIZES["context_len"]], ids=["plain", "packed"])
 @pytest.mark.parametrize("exp", ["gpt2ish", "modern"])
-def test_bf16_autocast_step_on_cpu_tracks_fp32(exp: str) -> None:
+def test_bf16_autocast_step_on_cpu_tracks_fp32(exp: str, pack_len: int | None) -> None:
     samples = ragged_samples(8, seed=4)
     results = {}
     for name, precision in {"fp32": Precision(), "bf16": Precision("cpu", torch.bfloat16)}.items():
         model = tiny_model(exp)
         optimizer, _ = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.0, device=CPU)
         first = train_step(model, optimizer, samples, mini_batch_size=3, grad_clip=1.0,
-                           device=CPU, precision=precision)  # fmt: skip
+                           device=CPU, precision=precision, pack_len=pack_len)  # fmt: skip
         after, _, _ = evaluate(model, samples, 8, CPU, Precision())
         results[name] = (first.loss, after)
     assert results["bf16"][0] == pytest.approx(results["fp32"][0], rel=2e-2)
@@ -71,7 +72,8 @@ def test_cuda_bf16_amp_and_fused_adamw_step() -> None:
     assert optimizer.defaults.get("fused") is True
     precision = resolve_precision(RunConfig(system=SystemConfig(amp=True)), device)
     result = train_step(model, optimizer, ragged_samples(8, seed=1), mini_batch_size=4,
-                        grad_clip=1.0, device=device, precision=precision)  # fmt: skip
+                        grad_clip=1.0, device=device, precision=precision,
+                        pack_len=TINY_SIZES["context_len"])  # fmt: skip
     assert torch.isfinite(torch.tensor(result.loss))
 
 
