@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmplay.errors import CheckpointError, UsageError
-from lmplay.models import ModelArgs, get_experiment
+from lmplay.errors import UsageError
 from lmplay.models.generation import check_sampling, generate
-from lmplay.train.checkpoint import load_checkpoint
+from lmplay.train.checkpoint import load_checkpoint, restore_model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,37 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_component(ckpt: dict[str, Any], path: Path) -> tuple[str, dict[str, Any], Any]:
-    """(exp name, model args dict, state dict) of a checkpoint's model, or CheckpointError."""
-    try:
-        model = ckpt["components"]["model"]
-        exp, model_args = model["state_args"]["exp"], model["state_args"]["model_args"]
-        state = model["state"]
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"--model {path} has no usable model component ({e})") from None
-    return exp, model_args, state
-
-
 def _load_model(path: Path, device: torch.device) -> nn.Module:
-    """Rebuild the checkpoint's model on `device`, in eval mode.
-
-    `load_checkpoint` reads the file and refuses a truncated, foreign or newer one.
-    """
+    """Rebuild the checkpoint's model on `device`, in eval mode, through the trainer's loader."""
     if not path.is_file():
         raise UsageError(f"--model {path}: no such file")
-    exp_name, model_args, state = _model_component(load_checkpoint(path), path)
-    exp = get_experiment(exp_name)
-    model = exp.build(ModelArgs.from_dict(model_args))
-    misfit = f"--model {path} weights do not fit --exp {exp_name}"
-    try:
-        keys = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{misfit}: {_one_line(str(e))}") from None
-    if keys.missing_keys or keys.unexpected_keys:
-        raise CheckpointError(
-            f"{misfit}: {len(keys.missing_keys)} missing keys {keys.missing_keys[:3]}, "
-            f"{len(keys.unexpected_keys)} unexpected keys {keys.unexpected_keys[:3]}"
-        )
+    _, _, model = restore_model(load_checkpoint(path)["components"]["model"], path)
     return model.to(device).eval()
 
 

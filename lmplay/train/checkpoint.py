@@ -2,14 +2,19 @@
 
 A checkpoint is one `torch.save`d dict, readable with `torch.load(weights_only=True)`:
 
-    {"format": "lmplay-checkpoint", "format_version": 1, "lmplay_version": "0.1.0",
+    {"format": "lmplay-checkpoint", "format_version": 2, "lmplay_version": "0.1.0",
      "components": {name: {"state_args": ..., "state": ...}, ...}}
 
 `state_args` rebuild a component (the model's experiment name and sizes, the plan, the
-optimizer's settings), `state` restores it. Writing goes to a temporary file in the same folder,
-which is fsynced and renamed over the old file, then the folder is fsynced: a crash at any moment
-leaves either the old or the new checkpoint, never a torn one; temp files a killed writer leaves
-behind are deleted by the next save of the same run.
+optimizer's settings), `state` restores it. One `CheckpointMap` of named Stateful components is
+walked both to save and to load, so a component that is saved is a component that is restored.
+Format 1 files (components `optimizers`, `lr_schedulers`, `curriculum`) load under today's
+names.
+
+Writing goes to a temporary file in the same folder, which is fsynced and renamed over the old
+file, then the folder is fsynced: a crash at any moment leaves either the old or the new
+checkpoint, never a torn one; temp files a killed writer leaves behind are deleted by the next
+save of the same run.
 
 Loading checks the zip archive's CRC32s first: `torch.load` does not, and would return weights
 with flipped bytes as if nothing were wrong.
@@ -18,6 +23,8 @@ with flipped bytes as if nothing were wrong.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +33,78 @@ import torch
 from lmplay import __version__
 from lmplay.atomic import atomic_write, remove_stale_temps
 from lmplay.errors import CheckpointError
+from lmplay.models import ModelArgs, get_experiment
+from lmplay.state import Stateful
+from lmplay.train.components import ModelState
 
 FORMAT = "lmplay-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED_COMPONENTS = ("model",)
+# Format 1 named single components in the plural and the plan after one use of plans.
+_RENAMED_IN_V2 = {"optimizers": "optimizer", "lr_schedulers": "lr_schedule", "curriculum": "plan"}
+# Anything a malformed piece of a checkpoint can raise while a component reads it.
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
+
+
+@dataclass
+class Entry:
+    """One named component: what rebuilds it (`state_args`) and the object holding its state.
+
+    `load` replaces `stateful.load_state_dict` where a run adopts stored state differently
+    (a changed plan keeps only its unchanged stages).
+    """
+
+    stateful: Stateful
+    state_args: dict[str, Any]
+    load: Callable[[dict[str, Any]], None] | None = None
+
+
+class CheckpointMap:
+    """The one table of a run's components, walked by both `components()` and `load()`."""
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self.entries = entries
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"state_args": entry.state_args, "state": entry.stateful.state_dict()}
+            for name, entry in self.entries.items()
+        }
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.components())
+
+    def load(
+        self,
+        stored: dict[str, dict[str, Any]],
+        source: Path,
+        skip: set[str] | frozenset = frozenset(),
+    ) -> list[str]:
+        """Restore every entry not in `skip`, in table order; returns notes for the user.
+
+        A stored component this run has no entry for (a grad scaler after switching off fp16)
+        is reported in a note; an entry with nothing stored, or with state it cannot read, is
+        a CheckpointError naming the component.
+        """
+        notes = []
+        for name, entry in self.entries.items():
+            if name in skip:
+                continue
+            if name not in stored:
+                raise CheckpointError(f"checkpoint {source}: has no '{name}' component")
+            try:
+                (entry.load or entry.stateful.load_state_dict)(stored[name]["state"])
+            except CheckpointError:
+                raise
+            except _MALFORMED as error:
+                raise CheckpointError(
+                    f"checkpoint {source}: component '{name}' does not fit this run "
+                    f"({_one_line(error)}); the file was left as it is"
+                ) from error
+        unused = sorted(set(stored) - set(self.entries) - skip)
+        if unused:
+            notes.append(f"not used by this run: {', '.join(unused)} (stored in {source})")
+        return notes
 
 
 def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
@@ -71,6 +146,17 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"({__version__}, format {FORMAT_VERSION}) can read; upgrade lmplay"
         )
     components = payload.get("components")
+    if version == 1 and isinstance(components, dict):
+        payload["components"] = components = {
+            _RENAMED_IN_V2.get(name, name): value for name, value in components.items()
+        }
+    if isinstance(components, dict):
+        for name, component in components.items():
+            if not isinstance(component, dict) or set(component) != {"state_args", "state"}:
+                raise CheckpointError(
+                    f"checkpoint {path}: component '{name}' must hold 'state_args' and 'state'; "
+                    "the file was left as it is"
+                )
     missing = [
         c for c in REQUIRED_COMPONENTS if not isinstance(components, dict) or c not in components
     ]
@@ -98,6 +184,32 @@ def step_checkpoint_path(path: Path, step: int) -> Path:
     return path.with_name(f"{path.stem}.step{step:08d}{path.suffix}")
 
 
-def bad_state_path(path: Path) -> Path:
+def last_good_path(path: Path) -> Path:
     """Where the last good state goes when the loss diverges, beside the untouched checkpoint."""
     return path.with_name(f"{path.stem}.last-good{path.suffix}")
+
+
+def restore_model(stored: dict[str, Any], source: Path) -> tuple[str, ModelArgs, torch.nn.Module]:
+    """(exp, sizes, model with the stored weights) from a checkpoint's `model` component.
+
+    The one way every command rebuilds a model from a checkpoint, so a malformed component ends
+    in the same one-line CheckpointError everywhere.
+    """
+    args = stored.get("state_args")
+    if not isinstance(args, dict) or not isinstance(args.get("model_args"), dict):
+        raise CheckpointError(
+            f"checkpoint {source}: component 'model' has no usable state_args (exp and "
+            "model_args); the file was left as it is"
+        )
+    exp = args.get("exp")
+    model_args = ModelArgs.from_dict(args["model_args"])
+    model = get_experiment(str(exp)).build(model_args)
+    CheckpointMap({"model": Entry(ModelState(model), args)}).load({"model": stored}, source)
+    return str(exp), model_args, model
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError):
+        text = f"missing key {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

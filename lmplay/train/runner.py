@@ -25,6 +25,9 @@ class RunnerState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != RUNNER_STATE_VERSION:
             raise ValueError(f"runner state version {state.get('version')} is not supported")
-        for key, value in state.items():
-            if key != "version":
-                setattr(self, key, value)
+        fields = set(asdict(self))
+        missing, unknown = sorted(fields - set(state)), sorted(set(state) - fields - {"version"})
+        if missing or unknown:
+            raise ValueError(f"runner state lacks {missing} or has unknown {unknown}")
+        for key in fields:
+            setattr(self, key, state[key])

@@ -8,6 +8,7 @@ contradicts them is an error rather than a silently ignored value.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from lmplay.models import ModelArgs, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
-from lmplay.state import restore_rng_state, seed_everything
+from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
-from lmplay.train.checkpoint import load_checkpoint
+from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
+from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
@@ -46,6 +48,7 @@ class Session:
     progress: PlanProgress
     runner: RunnerState
     stats: StatsRecorder
+    checkpoint_map: CheckpointMap  # every component, saved and loaded through this one table
     resumed_from: Path | None
     notes: list[str]
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
@@ -83,9 +86,9 @@ def resolve_precision(cfg: RunConfig, device: torch.device) -> Precision:
     if device.type == "cuda" and wanted == "auto":
         wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if wanted == "fp16":
-        if device.type != "cuda":
-            raise UsageError(f"--amp-dtype fp16 needs a CUDA device, not {device.type}")
-        return Precision(device.type, torch.float16, torch.amp.GradScaler("cuda"))
+        if device.type not in ("cuda", "cpu"):
+            raise UsageError(f"--amp-dtype fp16 runs on cuda or cpu, not {device.type}")
+        return Precision(device.type, torch.float16, torch.amp.GradScaler(device.type))
     return Precision(device.type, torch.bfloat16)
 
 
@@ -105,22 +108,17 @@ def build_session(cfg: RunConfig) -> Session:
     device = resolve_device(cfg.system.device)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
-    checkpoint = load_checkpoint(source) if source else None
-    components = checkpoint["components"] if checkpoint else {}
+    stored = load_checkpoint(source)["components"] if source else {}
     notes: list[str] = []
     seed_everything(cfg.data.seed)
 
-    exp, model_args = _model_identity(cfg, components.get("model"), source)
+    exp, model_args = _model_identity(cfg, stored.get("model"), source)
     model = get_experiment(exp).build(model_args)
-    if "model" in components:
-        _load_weights(model, components["model"]["state"], source)
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
 
     from_initial = source is not None and source != cfg.model_path()
-    plan, progress, carried = _plan_and_progress(
-        cfg, components.get("curriculum"), notes, from_initial
-    )
+    plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
         model,
@@ -128,12 +126,6 @@ def build_session(cfg: RunConfig) -> Session:
         weight_decay=cfg.optim.weight_decay_value(),
         device=device,
     )
-    keep_history = carried and not cfg.io.reset_history
-    if "optimizers" in components and not cfg.optim.ignore_optimizer:
-        _load_optimizer(optimizer, components["optimizers"], cfg, source)
-    elif checkpoint is not None:
-        notes.append("fresh optimizer state (weights loaded); LR warmup recommended")
-
     runner = RunnerState()
     stats = StatsRecorder(
         cfg.stats_path(),
@@ -142,15 +134,20 @@ def build_session(cfg: RunConfig) -> Session:
         model=cfg.model_path().name,
         meta=_stats_meta(cfg, plan, model_args),
     )
-    if keep_history:
-        runner.load_state_dict(components["runner"]["state"])
-        if "stats" in components:
-            stats.load_state_dict(components["stats"]["state"])
-        if "rng" in components:
-            restore_rng_state(components["rng"]["state"])
-    else:
+    schedule = _schedule(cfg)
+    checkpoint_map = _checkpoint_map(
+        cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
+    )
+    if precision.scaler is not None:
+        checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
+    keep_history = load_progress is not None
+    if source is not None:
+        skip = _components_to_skip(cfg, stored, source, keep_history, notes)
+        checkpoint_map.entries["plan"].load = load_progress
+        notes.extend(checkpoint_map.load(stored, source, skip))
+    if not keep_history:
         stats.reset()
-    if cfg.io.reset_history and checkpoint is not None:
+    if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
     train_model = model
@@ -166,15 +163,75 @@ def build_session(cfg: RunConfig) -> Session:
         train_model=train_model,
         optimizer=optimizer,
         groups=groups,
-        schedule=_schedule(cfg),
+        schedule=schedule,
         plan=plan,
         progress=progress,
         runner=runner,
         stats=stats,
+        checkpoint_map=checkpoint_map,
         resumed_from=source,
         notes=notes,
         pack_len=_pack_len(cfg, exp, model_args, notes),
     )
+
+
+HISTORY = ("plan", "runner", "lr_schedule", "stats", "rng", "grad_scaler")
+"""Components that say where a run is, as opposed to what it has learned (weights, moments)."""
+
+
+def _checkpoint_map(
+    cfg: RunConfig,
+    exp: str,
+    model_args: ModelArgs,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    groups: DecayGroups,
+    schedule: Schedule,
+    plan: TrainingPlan,
+    progress: PlanProgress,
+    runner: RunnerState,
+    stats: StatsRecorder,
+) -> CheckpointMap:
+    """The run's components in load order: the runner before the schedule that checks its step,
+    the RNGs last so that nothing built during loading draws from the restored generators."""
+    optimizer_args = {
+        "name": cfg.optim.optimizer,
+        "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay_value(),
+        "groups": groups.table(),
+    }
+    return CheckpointMap(
+        {
+            "model": Entry(ModelState(model), {"exp": exp, "model_args": model_args.to_dict()}),
+            "optimizer": Entry(OptimizerState(optimizer), optimizer_args),
+            "plan": Entry(progress, {"plan": plan.raw, "base_dir": plan.base_dir}),
+            "runner": Entry(runner, {"config": cfg.to_dict()}),
+            "lr_schedule": Entry(StepState(lambda: runner.step), schedule.to_dict()),
+            "stats": Entry(stats, {"path": str(cfg.stats_path()), "run": cfg.run_name()}),
+            "rng": Entry(RngState(), {}),
+        }
+    )
+
+
+def _components_to_skip(
+    cfg: RunConfig,
+    stored: dict[str, Any],
+    source: Path,
+    keep_history: bool,
+    notes: list[str],
+) -> set[str]:
+    """What this run does not take from the checkpoint: a fresh optimizer, or fresh history."""
+    skip: set[str] = set()
+    if cfg.optim.ignore_optimizer or "optimizer" not in stored:
+        skip.add("optimizer")
+        notes.append("fresh optimizer state (weights loaded); LR warmup recommended")
+    else:
+        _check_optimizer_name(stored["optimizer"], cfg, source)
+    if not keep_history:
+        skip.update(HISTORY)
+    elif "grad_scaler" not in stored:
+        skip.add("grad_scaler")  # fp16 switched on for a run that had none: a fresh scale
+    return skip
 
 
 def _model_identity(
@@ -184,8 +241,11 @@ def _model_identity(
         experiment = get_experiment(cfg.model.exp)
         args = experiment.args(**cfg.model.size_overrides())
         return cfg.model.exp, dataclasses.replace(args, dropout=cfg.model.dropout)
-    exp = stored["state_args"]["exp"]
-    args = ModelArgs.from_dict(stored["state_args"]["model_args"])
+    exp = _stored_arg(stored, "exp", "model", source)
+    raw_args = _stored_arg(stored, "model_args", "model", source)
+    if not isinstance(raw_args, dict):
+        raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
+    args = ModelArgs.from_dict(raw_args)
     if exp != cfg.model.exp:
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
@@ -201,52 +261,46 @@ def _model_identity(
     return exp, args
 
 
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path | None) -> None:
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {source} does not fit this architecture: "
-            f"missing keys {result.missing_keys[:8]}, unexpected keys {result.unexpected_keys[:8]}"
-        )
-
-
-def _load_optimizer(
-    optimizer: torch.optim.Optimizer,
-    stored: dict[str, Any],
-    cfg: RunConfig,
-    source: Path | None,
-) -> None:
-    stored_name = stored["state_args"]["name"]
+def _check_optimizer_name(stored: dict[str, Any], cfg: RunConfig, source: Path) -> None:
+    stored_name = _stored_arg(stored, "name", "optimizer", source)
     if stored_name != cfg.optim.optimizer:
         raise UsageError(
             f"checkpoint {source} was trained with --optimizer {stored_name}, not "
             f"{cfg.optim.optimizer}; pass --optimizer {stored_name} or --ignore-optimizer"
         )
+
+
+def _stored_arg(stored: dict[str, Any], key: str, component: str, source: Path | None) -> Any:
     try:
-        optimizer.load_state_dict(stored["state"])
-    except (ValueError, KeyError) as error:
+        return stored["state_args"][key]
+    except (KeyError, TypeError):
         raise CheckpointError(
-            f"checkpoint {source}: optimizer state does not fit ({error}); "
-            "--ignore-optimizer starts a fresh optimizer"
-        ) from error
+            f"checkpoint {source}: component '{component}' is malformed (no state_args "
+            f"'{key}'); the file was left as it is"
+        ) from None
 
 
 def _plan_and_progress(
     cfg: RunConfig, stored: dict[str, Any] | None, notes: list[str], from_initial: bool
-) -> tuple[TrainingPlan, PlanProgress, bool]:
-    """The plan, its progress, and whether the checkpoint's progress was carried over."""
+) -> tuple[TrainingPlan, PlanProgress, Callable[[dict[str, Any]], None] | None]:
+    """The plan, its progress, and how to load the stored progress (None: the history restarts)."""
     plan = load_plan(cfg.data.training_plan)
+    progress = PlanProgress(plan)
     if stored is None or cfg.io.reset_history:
-        return plan, PlanProgress(plan), False
-    stored_plan = plan_from_checkpoint(stored["state_args"], origin="stored in the checkpoint")
+        return plan, progress, None
+    try:
+        stored_plan = plan_from_checkpoint(stored["state_args"], origin="stored in the checkpoint")
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"checkpoint plan component is malformed (missing {error}); pass --reset-history to "
+            "keep only the weights, or a different --model"
+        ) from None
     old, new = stored_plan.stage_fingerprints(), plan.stage_fingerprints()
     if old == new:
-        progress = PlanProgress(plan)
-        progress.load_state_dict(stored["state"])
-        return plan, progress, True
+        return plan, progress, progress.load_state_dict
     if from_initial:
         notes.append(f"plan '{plan.name}' starts from the weights of --initial-model")
-        return plan, PlanProgress(plan), False
+        return plan, progress, None
     if not cfg.data.override_plan:
         first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), len(old))
         change = f"from stage {first + 1} on" if first < len(new) else "stages removed"
@@ -255,9 +309,11 @@ def _plan_and_progress(
             f"'{stored_plan.name}' this run was trained with; pass --override-plan to switch "
             "plans (completed unchanged stages stay done) or a different --model"
         )
-    progress = PlanProgress(plan)
-    notes.append("plan changed (--override-plan): " + progress.adopt(stored["state"]))
-    return plan, progress, True
+
+    def adopt(state: dict[str, Any]) -> None:
+        notes.append("plan changed (--override-plan): " + progress.adopt(state))
+
+    return plan, progress, adopt
 
 
 def _apply_freezing(model: nn.Module, default_freeze: bool) -> None:

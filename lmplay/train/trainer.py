@@ -13,9 +13,8 @@ from tqdm import tqdm
 
 from lmplay.data.batcher import StageBatcher, validation_samples
 from lmplay.plan.datasets import PlanData
-from lmplay.state import capture_rng_state
 from lmplay.train.checkpoint import (
-    bad_state_path,
+    last_good_path,
     save_checkpoint,
     stage_checkpoint_path,
     step_checkpoint_path,
@@ -209,41 +208,14 @@ class Trainer:
         self._last_flush = time.monotonic()
         self._sync_batcher_state()
         pause_point("save")
-        save_checkpoint(path or s.cfg.model_path(), self.components())
+        components = self.components()
+        save_checkpoint(path or s.cfg.model_path(), components)
         if path is not None and path != s.cfg.model_path():
-            save_checkpoint(s.cfg.model_path(), self.components())
+            save_checkpoint(s.cfg.model_path(), components)
 
     def components(self) -> dict[str, dict[str, Any]]:
-        s = self.s
-        components: dict[str, dict[str, Any]] = {
-            "model": {
-                "state_args": {"exp": s.exp, "model_args": s.model_args.to_dict()},
-                "state": s.model.state_dict(),
-            },
-            "optimizers": {
-                "state_args": {
-                    "name": s.cfg.optim.optimizer,
-                    "lr": s.cfg.optim.lr,
-                    "weight_decay": s.cfg.optim.weight_decay_value(),
-                    "groups": s.groups.table(),
-                },
-                "state": s.optimizer.state_dict(),
-            },
-            "lr_schedulers": {"state_args": s.schedule.to_dict(), "state": {"step": s.runner.step}},
-            "curriculum": {
-                "state_args": {"plan": s.plan.raw, "base_dir": s.plan.base_dir},
-                "state": s.progress.state_dict(),
-            },
-            "runner": {"state_args": {"config": s.cfg.to_dict()}, "state": s.runner.state_dict()},
-            "stats": {
-                "state_args": {"path": str(s.cfg.stats_path()), "run": s.cfg.run_name()},
-                "state": s.stats.state_dict(),
-            },
-            "rng": {"state_args": {}, "state": capture_rng_state()},
-        }
-        if s.precision.scaler is not None:
-            components["grad_scaler"] = {"state_args": {}, "state": s.precision.scaler.state_dict()}
-        return components
+        """Every component's state_args and state, from the session's one checkpoint map."""
+        return self.s.checkpoint_map.components()
 
     def _sync_batcher_state(self) -> None:
         # Also when the batcher just ran out: a save after the stage's last step must not keep
@@ -308,7 +280,7 @@ class Trainer:
     def _diverged(self, result: StepResult) -> None:
         """The optimizer skipped the update, so the model still holds the last good weights."""
         s = self.s
-        last_good = bad_state_path(s.cfg.model_path())
+        last_good = last_good_path(s.cfg.model_path())
         self._sync_batcher_state()
         save_checkpoint(last_good, self.components())
         raise TrainingDiverged(

@@ -117,10 +117,12 @@ def test_unusable_checkpoints_are_usage_errors(tmp_path, capsys, char_tokenizer)
         ),
         _save(tmp_path / "nomodel.lmp", {**ckpt, "components": {}}): "missing components: model",
         _save(tmp_path / "noargs.lmp", {**ckpt, "components": {"model": {"state": {}}}}): (
-            "has no usable model component"
+            "component 'model' must hold 'state_args' and 'state'"
         ),
-        _save(tmp_path / "other.lmp", other_exp): "weights do not fit --exp modern",
-        _save(tmp_path / "resized.lmp", resized): "size mismatch for wte.weight",
+        _save(tmp_path / "other.lmp", other_exp): "component 'model' does not fit this run",
+        _save(
+            tmp_path / "resized.lmp", resized
+        ): "tensor wte.weight has shape (97, 32), the model needs (97, 16)",
         write_checkpoint(tmp_path / "big_vocab.lmp"): None,  # fine: vocab >= tokenizer's
         write_checkpoint(tmp_path / "small_vocab.lmp", vocab_size=50): "50-token vocabulary",
     }

@@ -87,7 +87,7 @@ def load_final(path: Path) -> dict:
 def assert_bitwise_equal(a: dict, b: dict) -> None:
     for key in a["model"]["state"]:
         assert torch.equal(a["model"]["state"][key], b["model"]["state"][key]), key
-    opt_a, opt_b = a["optimizers"]["state"]["state"], b["optimizers"]["state"]["state"]
+    opt_a, opt_b = a["optimizer"]["state"]["state"], b["optimizer"]["state"]["state"]
     assert opt_a.keys() == opt_b.keys()
     for index in opt_a:
         for name, value in opt_a[index].items():

@@ -36,7 +36,7 @@ def stages_in_order(records: list[dict]) -> list[str]:
 
 
 def progress_of(checkpoint: Path) -> dict:
-    return torch.load(checkpoint, weights_only=True)["components"]["curriculum"]["state"]
+    return torch.load(checkpoint, weights_only=True)["components"]["plan"]["state"]
 
 
 @pytest.mark.slow

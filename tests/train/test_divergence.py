@@ -9,7 +9,7 @@ import torch
 from lmp_testing import tiny_run_config
 
 from lmplay.config import RunIOConfig
-from lmplay.train.checkpoint import bad_state_path, load_checkpoint
+from lmplay.train.checkpoint import last_good_path, load_checkpoint
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer, TrainingDiverged
 
@@ -30,7 +30,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_state(tmp_path: Path) -> None:
     with pytest.raises(TrainingDiverged, match="loss is nan at step 4"):
         Trainer(session).fit()
     good = load_checkpoint(cfg.model_path())["components"]
-    last_good = load_checkpoint(bad_state_path(cfg.model_path()))["components"]
+    last_good = load_checkpoint(last_good_path(cfg.model_path()))["components"]
     assert good["runner"]["state"]["step"] == poison_from_step
     assert last_good["runner"]["state"]["step"] == poison_from_step
     for name, value in last_good["model"]["state"].items():

@@ -113,7 +113,7 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
     assert model_a.keys() == model_b.keys()
     for key in model_a:
         assert torch.equal(model_a[key], model_b[key]), key
-    opt_a, opt_b = a["optimizers"]["state"], b["optimizers"]["state"]
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
     assert opt_a["param_groups"] == opt_b["param_groups"]
     assert opt_a["state"].keys() == opt_b["state"].keys()
     for index, state in opt_a["state"].items():
@@ -206,7 +206,7 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
         last_step = step
     # The crash came after a save at the stage's last step and before its stage checkpoint.
     assert last_step == max(r["steps"] for r in train if r["stage"] == "mixed")
-    assert components(checkpoint)["curriculum"]["state"]["stage_index"] == 1
+    assert components(checkpoint)["plan"]["state"]["stage_index"] == 1
     run_to_end(baseline, trainer_args("interrupted"))
 
     assert_bitwise_equal(components(straight / "gpt2ish.lmp"), components(checkpoint))
@@ -235,7 +235,7 @@ def test_keep_last_and_stage_checkpoints(baseline: Path) -> None:
     final = components(straight / "gpt2ish.lmp")
     for index, stage in enumerate(STAGES):
         saved = components(straight / f"gpt2ish.{stage}.lmp")
-        progress = saved["curriculum"]["state"]
+        progress = saved["plan"]["state"]
         assert progress["stage_index"] == index + 1
         assert len(progress["completed"]) == index + 1
         assert progress["batcher"] is None
@@ -261,8 +261,8 @@ def test_reset_history_keeps_weights_and_restarts_progress(baseline: Path) -> No
     assert "history reset" in stderr
     saved = components(final)
     assert saved["runner"]["state"]["step"] == 1
-    assert saved["curriculum"]["state"]["stage_index"] == 0
-    assert saved["curriculum"]["state"]["completed"] == []
+    assert saved["plan"]["state"]["stage_index"] == 0
+    assert saved["plan"]["state"]["completed"] == []
     stats = load_stats(baseline / "reset" / "gpt2ish.stats.json")
     assert [r["steps"] for r in stats.train] == [1]
     assert stats.train[0]["stage"] == "simple"

@@ -1,0 +1,100 @@
+"""Stateful adapters for the parts of a run that do not own a `state_dict` in lmplay's terms.
+
+The model and optimizer have torch's own `state_dict`, but loading them must fail with one clear
+line, not a torch traceback; the RNGs and the LR schedule position have no object at all. Each
+adapter here gives them the `Stateful` shape the checkpoint map walks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmplay.state import capture_rng_state, restore_rng_state
+
+
+class ModelState:
+    """A model's weights; loading refuses missing, unexpected and misshapen tensors by name."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            raise ValueError(f"weights must be a dict of tensors, got {type(state).__name__}")
+        expected = self.model.state_dict()
+        missing = [key for key in expected if key not in state]
+        unexpected = [key for key in state if key not in expected]
+        if missing or unexpected:
+            raise ValueError(
+                f"{len(missing)} missing tensors {missing[:4]}, "
+                f"{len(unexpected)} unexpected tensors {unexpected[:4]}"
+            )
+        for key, tensor in state.items():
+            want = expected[key]
+            if not isinstance(tensor, torch.Tensor) or tensor.shape != want.shape:
+                got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
+                raise ValueError(
+                    f"tensor {key} has shape {got}, the model needs {tuple(want.shape)}"
+                )
+        self.model.load_state_dict(state)
+
+
+class OptimizerState:
+    """Optimizer moments; torch's own checks (group sizes) plus the shape of every moment."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for index, moments in state["state"].items():
+            param = params[int(index)]
+            for name, value in moments.items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"moment '{name}' of parameter {index} has shape {tuple(value.shape)}, "
+                        f"the parameter {tuple(param.shape)}"
+                    )
+        self.optimizer.load_state_dict(state)
+
+
+class RngState:
+    """Python, NumPy, torch (and CUDA) generators, captured at save and restored at load."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return capture_rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restore_rng_state(state)
+
+
+class StepState:
+    """The LR schedule's position: the optimizer step, which the runner also counts.
+
+    The schedule is a pure function of the step, so loading only checks that the stored step
+    agrees with the runner's (the runner loads first): a checkpoint whose pieces disagree is
+    malformed.
+    """
+
+    def __init__(self, step: Callable[[], int]) -> None:
+        self._step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stored = state["step"]
+        if not isinstance(stored, int) or stored != self._step():
+            raise ValueError(
+                f"schedule step {stored!r} disagrees with the run's step {self._step()}"
+            )
