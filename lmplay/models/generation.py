@@ -84,7 +84,8 @@ def generate(
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, P)
         out: list[int] = []
         while len(out) < max_new_tokens and cache.pos + ids.size(1) <= context_len:
-            logits = model(ids, kv_cache=cache)[:, -1]  # (1, V)
+            hidden = model(ids, kv_cache=cache)[:, -1]  # (1, C)
+            logits = model.lm_head(hidden)  # (1, V): the last position only
             token = _next_token(logits, temperature, top_k, top_p, generator)
             if token == stop_token:
                 break

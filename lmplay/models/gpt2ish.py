@@ -81,4 +81,4 @@ class GPT2ish(nn.Module):
             x = block(x, kv_cache, mask)
         if kv_cache is not None:
             kv_cache.advance(input_ids.size(1))
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.ln_f(x)  # (B, T, C): the loss applies lm_head in chunks

@@ -95,7 +95,7 @@ class Modern(nn.Module):
             x = block(x, kv_cache, rope, mask)
         if kv_cache is not None:
             kv_cache.advance(input_ids.size(1))
-        return self.lm_head(self.norm(x))  # (B, T, V)
+        return self.norm(x)  # (B, T, C): the loss applies lm_head in chunks
 
 
 @register(

@@ -2,6 +2,17 @@
 
 A registration is an architecture plus default sizes, so presets of one class (`gpt2ish`,
 `gpt2ish_med`, ...) are several `@register` lines stacked on the same class.
+
+The model contract: the class is built from `ModelArgs` (and keeps them as `self.args`), and
+
+- `forward(input_ids, kv_cache=None, positions=None, segments=None)` maps token ids (B, T) to the
+  final hidden states (B, T, C), after the final norm. `positions`/`segments` describe rows
+  packed with several samples (see `token_positions`); a model without them trains one sample
+  per row. `kv_cache` is for generation.
+- `self.lm_head` is the output layer, an `nn.Linear(embed_dim, vocab_size)` (its weight may be
+  tied to the token embedding). The model never applies it in `forward`: the training loss
+  applies it a chunk of positions at a time (`lmplay.train.loss`), so full-vocabulary logits
+  never exist for a whole mini-batch, and generation applies it to the last position only.
 """
 
 from __future__ import annotations
@@ -101,12 +112,12 @@ class Experiment:
         return "positions" in parameters and "segments" in parameters
 
     def build(self, args: ModelArgs) -> nn.Module:
-        return self.model_class(args)
+        return check_model_contract(self.model_class(args))
 
     def build_meta(self, args: ModelArgs) -> nn.Module:
         """The model without storage: instant even for the largest preset, for counting."""
         with torch.device("meta"):
-            return self.model_class(args)
+            return check_model_contract(self.model_class(args))
 
     def num_params(self, args: ModelArgs) -> int:
         # parameters() yields a tied weight once, as the optimizer and checkpoints see it.
@@ -114,6 +125,18 @@ class Experiment:
 
     def flops_per_token(self, args: ModelArgs) -> int:
         return flops_per_token(args, matmul_params(self.build_meta(args)))
+
+
+def check_model_contract(model: nn.Module) -> nn.Module:
+    """`model` itself; a TypeError naming the class when it has no `lm_head` Linear."""
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, nn.Linear):
+        raise TypeError(
+            f"{type(model).__name__} must expose its output layer as `self.lm_head`, an "
+            f"nn.Linear(embed_dim, vocab_size), and return hidden states from forward; "
+            f"got lm_head={type(head).__name__}"
+        )
+    return model
 
 
 _REGISTRY: dict[str, Experiment] = {}

@@ -26,6 +26,7 @@ from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
@@ -40,7 +41,7 @@ class Session:
     exp: str
     model_args: ModelArgs
     model: nn.Module
-    train_model: nn.Module  # the compiled wrapper when --compile-model, else `model`
+    train_model: nn.Module  # LossModel: `model` and its chunked loss (forward compiled if asked)
     optimizer: torch.optim.Optimizer
     groups: DecayGroups
     schedule: Schedule
@@ -150,9 +151,10 @@ def build_session(cfg: RunConfig) -> Session:
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
-    train_model = model
+    forward_fn = None
     if cfg.system.compile_model:
-        train_model = torch.compile(model, mode=cfg.system.compile_mode)
+        forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
+    train_model = LossModel(model, forward_fn=forward_fn)
     return Session(
         cfg=cfg,
         device=device,

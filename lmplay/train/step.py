@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lmplay.data.batcher import IGNORE_INDEX, Batch, Sample, collate
+from lmplay.data.batcher import Batch, Sample, collate
 from lmplay.data.packing import pack
+from lmplay.train.loss import as_loss_model, plain_model
 
 
 @dataclass(frozen=True)
@@ -47,24 +47,13 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def token_losses(model: nn.Module, batch: Batch, precision: Precision) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the batch's targets (float32) and how many were right."""
+def token_losses(
+    loss_model: nn.Module, batch: Batch, precision: Precision
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the batch's targets (0-dim, float32) and how many were right
+    (0-dim int64), both on the batch's device; `loss_model` is a LossModel or wraps one."""
     with precision.autocast():
-        if batch.packed:
-            logits = model(batch.input_ids, positions=batch.positions, segments=batch.segments)
-        else:
-            logits = model(batch.input_ids)  # (B, T, V)
-    logits = logits.float()
-    loss_sum = F.cross_entropy(
-        logits.view(-1, logits.size(-1)),
-        batch.targets.view(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    with torch.no_grad():
-        mask = batch.targets != IGNORE_INDEX
-        correct = int((logits.argmax(dim=-1)[mask] == batch.targets[mask]).sum())
-    return loss_sum, correct
+        return loss_model(batch.input_ids, batch.targets, batch.positions, batch.segments)
 
 
 def split_mini_batches(samples: list[Sample], mini_batch_size: int) -> list[list[Sample]]:
@@ -96,17 +85,18 @@ def accumulate_gradients(
 ) -> _Accumulated:
     """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`)."""
     total_loss_tokens = loss_tokens(samples)
+    loss_model = as_loss_model(model)
     acc = _Accumulated()
     for chunk in split_mini_batches(samples, mini_batch_size):
         rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
         mini = _to_device(rows, device)
-        loss_sum, correct = token_losses(model, mini, precision)
+        loss_sum, correct = token_losses(loss_model, mini, precision)
         scaled = loss_sum / total_loss_tokens
         if precision.scaler is not None:
             scaled = precision.scaler.scale(scaled)
         scaled.backward()
         acc.loss_sum += float(loss_sum.detach())
-        acc.correct += correct
+        acc.correct += int(correct)
         acc.micro_steps += 1
         acc.padding_tokens += mini.padding
         acc.padded_slots += mini.input_ids.numel()
@@ -137,6 +127,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len)
+    model = plain_model(model)
     total = loss_tokens(samples)
     loss = acc.loss_sum / total
     if precision.scaler is not None:
@@ -177,11 +168,12 @@ def evaluate(
 ) -> tuple[float, float, int]:
     """Per-token mean loss and accuracy over `samples`: (loss, accuracy, loss_tokens)."""
     loss_total, correct_total, tokens = 0.0, 0, 0
+    loss_model = as_loss_model(model)
     for chunk in split_mini_batches(samples, batch_size):
         mini = _to_device(collate(chunk), device)
-        loss_sum, correct = token_losses(model, mini, precision)
+        loss_sum, correct = token_losses(loss_model, mini, precision)
         loss_total += float(loss_sum)
-        correct_total += correct
+        correct_total += int(correct)
         tokens += mini.loss_tokens
     return loss_total / tokens, correct_total / tokens, tokens
 

@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
 from lmplay.data.tokenizer import get_tokenizer
+from lmplay.train.loss import as_loss_model
 from lmplay.train.step import Precision
 
 EXAMPLE_CHARS = 300  # longest prompt, truth and prediction an example (and a stats record) keeps
@@ -115,18 +115,18 @@ def _teacher_forced(
     Rows of similar length are batched together to save padding; padding sits after each row's
     tokens, so it changes no prediction and no loss.
     """
+    loss_model = as_loss_model(model)
+    loss_model = getattr(loss_model, "module", loss_model)  # no DistributedDataParallel here
     order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = collate([samples[i] for i in rows])
-        with precision.autocast():
-            logits = model(batch.input_ids.to(device))  # (B, T, V)
-        logits = logits.float()
         targets = batch.targets.to(device)  # (B, T), IGNORE_INDEX off the truth
-        row_losses = F.cross_entropy(
-            logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-        ).sum(dim=1)  # (B,)
-        predicted = logits.argmax(dim=-1).cpu()  # (B, T)
+        with precision.autocast():
+            scores = loss_model.scores(batch.input_ids.to(device), targets)
+        assert scores.losses is not None and scores.predictions is not None
+        row_losses = scores.losses.double().sum(dim=1)  # (B,)
+        predicted = scores.predictions.cpu()  # (B, T)
         mask = batch.targets != IGNORE_INDEX  # (B, T): True at truth positions
         for index, row, keep, loss in zip(rows, predicted, mask, row_losses.tolist(), strict=True):
             yield index, row[keep].tolist(), loss

@@ -21,12 +21,37 @@ def tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+def logits_of(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    return model.lm_head(model(x, **kwargs))  # (B, T, V)
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_forward_returns_hidden_states_and_the_head_is_a_linear(name):
+    model = build(name)
+    hidden = model(tokens(3, 20))
+    assert hidden.shape == (3, 20, TINY_SIZES["embed_dim"])
+    assert isinstance(model.lm_head, nn.Linear)
+    assert model.lm_head.weight.shape == (VOCAB, TINY_SIZES["embed_dim"])
+
+
+def test_a_model_without_an_lm_head_is_refused_when_built():
+    from lmplay.models.registry import ModelArgs, check_model_contract
+
+    class Headless(nn.Module):
+        def __init__(self, args: ModelArgs) -> None:
+            super().__init__()
+            self.out = nn.Linear(args.embed_dim, args.vocab_size)
+
+    with pytest.raises(TypeError, match=r"Headless must expose its output layer as `self\.lm_"):
+        check_model_contract(Headless(ModelArgs(**TINY_SIZES, vocab_size=VOCAB)))
+
+
 @pytest.mark.parametrize("name", experiment_names())
 def test_forward_backward_gives_finite_grads_everywhere(name):
     model = build(name)
     assert model.args.vocab_size == VOCAB
     x = tokens(3, 20)  # shorter than the context on purpose
-    logits = model(x)
+    logits = logits_of(model, x)
     assert logits.shape == (3, 20, VOCAB)
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
     # An untrained model predicts close to uniform.
@@ -45,7 +70,7 @@ def test_changing_a_token_only_changes_later_logits(name):
     t = 17
     y = x.clone()
     y[:, t] = (y[:, t] + 1) % VOCAB
-    a, b = model(x), model(y)
+    a, b = logits_of(model, x), logits_of(model, y)
     torch.testing.assert_close(a[:, :t], b[:, :t])
     assert not torch.allclose(a[:, t:], b[:, t:])
 
@@ -67,7 +92,7 @@ def test_same_seed_builds_identical_weights_and_state_round_trips(name):
     c = build(name, seed=4)
     c.load_state_dict(a.state_dict())
     x = tokens(1, 10)
-    torch.testing.assert_close(c.eval()(x), a.eval()(x), rtol=0, atol=0)
+    torch.testing.assert_close(logits_of(c.eval(), x), logits_of(a.eval(), x), rtol=0, atol=0)
 
 
 def test_dropout_is_active_only_in_training():
@@ -149,13 +174,15 @@ def test_packed_rows_give_each_sample_its_own_logits(name):
     batch = pack(samples, TINY_SIZES["context_len"])
     assert batch.packed and batch.input_ids.size(0) < len(samples)
     with torch.no_grad():
-        packed = model(batch.input_ids, positions=batch.positions, segments=batch.segments)
+        packed = logits_of(
+            model, batch.input_ids, positions=batch.positions, segments=batch.segments
+        )
         for r in range(batch.input_ids.size(0)):
             for slot in batch.segments[r].unique().tolist():
                 if slot < 0:
                     continue
                 where = (batch.segments[r] == slot).nonzero().flatten()
-                alone = model(batch.input_ids[r, where].unsqueeze(0))[0]
+                alone = logits_of(model, batch.input_ids[r, where].unsqueeze(0))[0]
                 assert torch.allclose(packed[r, where], alone, atol=1e-10), (name, r, slot)
 
 

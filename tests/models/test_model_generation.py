@@ -22,7 +22,7 @@ def greedy_without_cache(model: nn.Module, prompt: list[int], max_new_tokens: in
     """Recompute the whole sequence for every new token: slow, obviously right."""
     seq = list(prompt)
     while len(seq) - len(prompt) < max_new_tokens and len(seq) <= CONTEXT:
-        logits = model(torch.tensor([seq[-CONTEXT:]]))
+        logits = model.lm_head(model(torch.tensor([seq[-CONTEXT:]])))
         seq.append(int(logits[0, -1].argmax()))
     return seq[len(prompt) :]
 
@@ -41,7 +41,7 @@ def test_kv_cache_greedy_equals_recompute(name):
 def test_cached_logits_match_full_forward_for_any_chunking(name):
     model = build(name)
     x = torch.randint(0, VOCAB, (2, 30), generator=torch.Generator().manual_seed(2))
-    full = model(x)
+    full = model(x)  # hidden states (B, T, C): the head adds nothing that could differ
     cache = KVCache(CONTEXT)
     # Prefill, a multi-token chunk (bottom-right-aligned mask), then single tokens.
     chunks = [model(x[:, :12], cache), model(x[:, 12:20], cache)]

@@ -90,21 +90,32 @@ def test_shorten_keeps_words_and_the_limit() -> None:
 
 
 class _CopyModel(nn.Module):
-    """Predicts that every token repeats: the argmax at position t is the input at t."""
+    """Predicts that every token repeats: the argmax at position t is the input at t.
 
-    def __init__(self, vocab_size: int) -> None:
+    Its hidden state is a one-hot over the few token ids it knows, and `lm_head` maps each
+    back to its id, so the head stays small even for GPT-2's vocabulary.
+    """
+
+    def __init__(self, vocab_size: int, known: set[int]) -> None:
         super().__init__()
-        self.vocab_size = vocab_size
+        ids = sorted(known)
+        self.slot = torch.zeros(vocab_size, dtype=torch.long)
+        self.slot[ids] = torch.arange(len(ids))
+        self.lm_head = nn.Linear(len(ids), vocab_size, bias=False)
+        with torch.no_grad():
+            self.lm_head.weight.zero_()
+            self.lm_head.weight[ids, torch.arange(len(ids))] = 1.0
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.one_hot(input_ids, self.vocab_size).float()  # (B, T, V)
+        slots = self.slot[input_ids]
+        return nn.functional.one_hot(slots, self.lm_head.in_features).float()  # (B, T, C)
 
 
 class _OracleModel(_CopyModel):
     """Knows the next token after every token of its samples (each must have only one)."""
 
     def __init__(self, vocab_size: int, samples: list[Sample]) -> None:
-        super().__init__(vocab_size)
+        super().__init__(vocab_size, _ids_of(samples))
         self.next_token = torch.zeros(vocab_size, dtype=torch.long)
         for sample in samples:
             tokens = sample.prompt + sample.truth
@@ -114,6 +125,10 @@ class _OracleModel(_CopyModel):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(self.next_token[input_ids])
+
+
+def _ids_of(samples: list[Sample]) -> set[int]:
+    return {0, *(token for sample in samples for token in sample.prompt + sample.truth)}
 
 
 def _word_samples(count: int, seed: int) -> list[Sample]:
@@ -137,7 +152,7 @@ def test_word_accuracy_of_stub_models() -> None:
     assert scores.word_accuracy == 1.0 and scores.accuracy == 1.0
     # Copying shifts the prediction one word right: "<|endoftext|> w1 .. w(n-1)" vs "w1 .. wn".
     expected = sum((len(s.truth) - 1) / len(s.truth) for s in samples) / len(samples)
-    copied = score_validation_set(_CopyModel(vocab), samples, 2, CPU, Precision())
+    copied = score_validation_set(_CopyModel(vocab, _ids_of(samples)), samples, 2, CPU, Precision())
     assert copied.word_accuracy == pytest.approx(expected)
     with pytest.raises(ValueError):
         score_validation_set(oracle, [], 2, CPU, Precision())

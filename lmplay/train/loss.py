@@ -1,0 +1,238 @@
+"""The output head and cross-entropy, applied a chunk of positions at a time.
+
+A model returns hidden states (B, T, C) and exposes its output layer as `lm_head`. Full-vocabulary
+logits of a whole mini-batch (B * T * V floats: 3.3 GB for 64 x 256 tokens of GPT-2's vocabulary)
+would dominate memory, so `chunked_head_loss` computes them for `chunk_size` positions at a time:
+logits (float32), cross-entropy, the argmax and, when gradients are wanted, the gradient of the
+summed loss with respect to the hidden states and the head's weight. Those gradients are kept
+(they are the size of the inputs, not of the logits) and scaled by the incoming gradient in
+backward, so no chunk's logits are stored or recomputed.
+
+`LossModel` wraps a model and returns the summed loss and the correct count of a mini-batch; it
+is the module that the training step calls, that `torch.compile` speeds up (the inner model's
+forward) and that DistributedDataParallel can wrap, so the whole forward and loss go through its
+`forward`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100  # the target of positions that carry no loss (as in lmplay.data.batcher)
+
+# 8,192 positions x 50,257 float32 logits is 1.6 GB; at 2,048 one chunk's logits and their
+# gradient take 0.8 GB, and the matmuls are still large enough to run at full speed.
+DEFAULT_CHUNK_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class HeadLoss:
+    """What the head gives for a batch of positions, without keeping their logits."""
+
+    loss_sum: Tensor  # 0-dim, float32 or wider: summed cross-entropy of the targets (has grad)
+    correct: Tensor  # 0-dim int64: targets the argmax predicted
+    losses: Tensor | None = None  # (B, T) float32 per position, 0 where ignored (per_position)
+    predictions: Tensor | None = None  # (B, T) int64 argmax per position (per_position)
+
+
+def compute_dtype(hidden: Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's when it is on for the hidden states' device, else theirs."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return hidden.dtype
+
+
+def _chunk_scores(
+    h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Logits (n, V) in float32 (or wider), their logsumexp, per-position losses and argmax."""
+    logits = h.to(dtype) @ weight.t()  # (n, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if bias is not None:
+        logits += bias.to(logits.dtype)
+    lse = torch.logsumexp(logits, dim=-1)  # (n,)
+    target_logits = logits.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
+    losses = (lse - target_logits) * (targets != IGNORE_INDEX)  # (n,), 0 where ignored
+    return logits, lse, losses, logits.argmax(dim=-1)
+
+
+def _logit_grad_(logits: Tensor, lse: Tensor, targets: Tensor) -> Tensor:
+    """d(sum of losses)/d(logits) = softmax - one_hot(target), zero rows where ignored.
+
+    Computed in the logits' own storage, so a chunk never holds two (n, V) tensors.
+    """
+    valid = (targets != IGNORE_INDEX).unsqueeze(1)  # (n, 1)
+    grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax
+    grad.scatter_add_(1, targets.clamp(min=0).unsqueeze(1), -valid.to(grad.dtype))
+    return grad.mul_(valid)
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T (+ bias)`; see `chunked_head_loss`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: Tensor,  # (N, C)
+        weight: Tensor,  # (V, C)
+        bias: Tensor | None,  # (V,)
+        targets: Tensor,  # (N,)
+        chunk_size: int,
+        dtype: torch.dtype,
+        per_position: bool,
+    ) -> tuple[Tensor, ...]:
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        wide = torch.promote_types(dtype, torch.float32)
+        accumulate = torch.promote_types(weight.dtype, torch.float32)
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=accumulate) if need_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=accumulate) if need_bias else None
+        loss_sum = torch.zeros((), dtype=wide, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        losses, predictions = [], []
+        w = weight.to(dtype)  # (V, C), cast once for every chunk
+        for start in range(0, hidden.size(0), chunk_size):
+            h = hidden[start : start + chunk_size].to(dtype)  # (n, C)
+            t = targets[start : start + chunk_size]  # (n,)
+            logits, lse, chunk_losses, argmax = _chunk_scores(h, w, bias, t, dtype)
+            loss_sum += chunk_losses.sum()
+            correct += ((argmax == t) & (t != IGNORE_INDEX)).sum()
+            if per_position:
+                losses.append(chunk_losses.float())
+                predictions.append(argmax)
+            if not (need_hidden or need_weight or need_bias):
+                continue
+            grad = _logit_grad_(logits, lse, t)  # (n, V), float32 or wider
+            g = grad.to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk_size] = g @ w  # (n, C)
+            if grad_weight is not None:
+                grad_weight += g.t() @ h  # (V, C)
+            if grad_bias is not None:
+                grad_bias += grad.sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(correct)
+        if not per_position:
+            return loss_sum, correct
+        losses_t, predictions_t = torch.cat(losses), torch.cat(predictions)
+        ctx.mark_non_differentiable(losses_t, predictions_t)
+        return loss_sum, correct, losses_t, predictions_t
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        hidden_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
+
+        def scaled(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+            return None if grad is None else (grad * grad_loss).to(dtype)
+
+        return (
+            scaled(grad_hidden, hidden_dtype),
+            scaled(grad_weight, weight_dtype),
+            scaled(grad_bias, bias_dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def chunked_head_loss(
+    hidden: Tensor,
+    head: nn.Linear,
+    targets: Tensor,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    per_position: bool = False,
+) -> HeadLoss:
+    """Summed cross-entropy and correct count of `head(hidden)` against `targets`.
+
+    hidden (B, T, C) and targets (B, T), IGNORE_INDEX where a position carries no loss. At most
+    `chunk_size` positions' logits exist at once. Matmuls run in autocast's dtype when autocast
+    is on (else the hidden states' dtype), logits and softmax in float32 or wider. With
+    `per_position`, also each position's loss and argmax (shaped like `targets`).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    B, T, C = hidden.shape
+    dtype = compute_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        out = _ChunkedHeadLoss.apply(
+            hidden.reshape(B * T, C),
+            head.weight,
+            head.bias,
+            targets.reshape(B * T),
+            chunk_size,
+            dtype,
+            per_position,
+        )
+    if not per_position:
+        return HeadLoss(out[0], out[1])
+    return HeadLoss(out[0], out[1], out[2].view(B, T), out[3].view(B, T))
+
+
+class LossModel(nn.Module):
+    """A model and its chunked loss: (loss_sum, correct) of one mini-batch, 0-dim on the device.
+
+    `forward_fn` replaces the model's forward for this call path (a `torch.compile`d forward);
+    `model` keeps its own forward for generation and for checkpoints with plain weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        forward_fn: Callable[..., Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+        self._forward_fn = forward_fn
+
+    def hidden_states(
+        self, input_ids: Tensor, positions: Tensor | None = None, segments: Tensor | None = None
+    ) -> Tensor:
+        forward = self._forward_fn or self.model
+        if segments is None:
+            return forward(input_ids)  # models that take no positions/segments work too
+        return forward(input_ids, positions=positions, segments=segments)  # (B, T, C)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        targets: Tensor,
+        positions: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        hidden = self.hidden_states(input_ids, positions, segments)
+        out = chunked_head_loss(hidden, self.model.lm_head, targets, chunk_size=self.chunk_size)
+        return out.loss_sum, out.correct
+
+    def scores(self, input_ids: Tensor, targets: Tensor) -> HeadLoss:
+        """Loss, correct count, and per-position losses and argmax (for validation)."""
+        hidden = self.hidden_states(input_ids)
+        return chunked_head_loss(
+            hidden, self.model.lm_head, targets, chunk_size=self.chunk_size, per_position=True
+        )
+
+
+def as_loss_model(module: nn.Module) -> nn.Module:
+    """`module` when it computes the loss already (a LossModel, or a wrapper of one such as
+    DistributedDataParallel), else a LossModel around the plain model `module`."""
+    if isinstance(module, LossModel) or isinstance(getattr(module, "module", None), LossModel):
+        return module
+    return LossModel(module)
+
+
+def plain_model(module: nn.Module) -> nn.Module:
+    """The model inside a LossModel (and inside a wrapper of one), or `module` itself."""
+    inner = getattr(module, "module", module)
+    return inner.model if isinstance(inner, LossModel) else module
