@@ -105,7 +105,10 @@ class OptimConfig:
 
 @dataclass
 class RunIOConfig:
-    out_dir: str = _flag("folder for checkpoints and stats", DEFAULT_OUT_DIR)
+    out_dir: str | None = _flag(
+        f"folder for checkpoints and stats (default: {DEFAULT_OUT_DIR}/PLAN, PLAN being "
+        "--training-plan's name or file stem, so runs of different plans never collide)"
+    )
     model: str | None = _flag("checkpoint to write and resume from (default: OUT_DIR/EXP.lmp)")
     initial_model: str | None = _flag(
         "checkpoint to start from when --model does not exist yet; never written"
@@ -197,19 +200,36 @@ class RunConfig:
         ):
             raise UsageError("--initial-model must differ from --model (it is never written)")
 
+    def out_dir(self) -> Path:
+        if self.io.out_dir is not None:
+            return Path(self.io.out_dir)
+        return Path(DEFAULT_OUT_DIR) / plan_label(self.data.training_plan)
+
     def model_path(self) -> Path:
         if self.io.model:
             return Path(self.io.model)
-        return Path(self.io.out_dir) / f"{self.model.exp}.lmp"
+        return self.out_dir() / f"{self.model.exp}.lmp"
 
     def run_name(self) -> str:
         return self.io.run_name or self.model_path().stem
 
     def stats_path(self) -> Path:
-        return Path(self.io.out_dir) / f"{self.model_path().stem}.stats.json"
+        return self.out_dir() / f"{self.model_path().stem}.stats.json"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def plan_label(training_plan: str) -> str:
+    """The folder name of a plan's runs: a built-in plan's name, or a plan file's stem.
+
+    `tiny` -> `tiny`, `plans/wiki.json` -> `wiki` (the file mirrors the built-in plan, so both
+    spellings of one plan share a folder).
+    """
+    path = Path(training_plan)
+    if path.suffix == ".json" or len(path.parts) > 1:
+        return path.stem
+    return training_plan
 
 
 SECTIONS: dict[str, type] = {

@@ -1,4 +1,10 @@
-"""Shared test setup: no hub access, and every cache in a temporary folder of this session."""
+"""Shared test setup: no hub access, every cache in a temporary folder of this session, and the
+session's working folder there too.
+
+A test that runs a command with a default output path (`out_gpt/...`, `$LMP_DATASETS`) thereby
+writes into the temporary folder, never into the clone the tests were started from, whose
+`out_gpt/` may hold the user's own runs (possibly one running right now).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,12 @@ os.environ.update(
         "TIKTOKEN_CACHE_DIR": str(_CACHE_ROOT / "tiktoken"),
     }
 )
+# The user's own folder of saved datasets is not the tests' business: without the variable, each
+# command saves into `out_gpt/datasets` of its (temporary) working folder.
+os.environ.pop("LMP_DATASETS", None)
+_WORKING_FOLDER = _CACHE_ROOT / "cwd"
+_WORKING_FOLDER.mkdir()
+os.chdir(_WORKING_FOLDER)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,6 +1,6 @@
 """lmp_generator: continue a prompt with a trained checkpoint.
 
-lmp_generator "Once upon a time" --model out_gpt/gpt2ish.lmp --max-new-tokens 100
+lmp_generator "Once upon a time" --model out_gpt/tiny/gpt2ish.lmp --max-new-tokens 100
 """
 
 from __future__ import annotations

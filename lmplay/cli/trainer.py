@@ -4,7 +4,8 @@
     lmp_trainer --training-plan plans/wiki.json --exp gpt2ish_med --device cuda --amp
     lmp_trainer --exp list                        # registered architectures
 
-Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model).
+Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model;
+OUT_DIR defaults to `out_gpt/PLAN`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ contradicts them is an error rather than a silently ignored value.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmplay.config import RunConfig
+from lmplay.config import DEFAULT_OUT_DIR, RunConfig
 from lmplay.errors import CheckpointError, UsageError
 from lmplay.models import ModelArgs, get_experiment
 from lmplay.plan.format import TrainingPlan
@@ -97,12 +98,44 @@ def find_checkpoint(cfg: RunConfig) -> Path | None:
     path = cfg.model_path()
     if path.exists():
         return path
+    _check_old_default_location(cfg)
     if cfg.io.initial_model:
         initial = Path(cfg.io.initial_model)
         if not initial.exists():
             raise UsageError(f"--initial-model {initial}: no such file")
         return initial
     return None
+
+
+def _check_old_default_location(cfg: RunConfig) -> None:
+    """Refuse to start afresh beside a run of this plan saved where lmplay 0.1 put it.
+
+    Runs without --out-dir used to share `out_gpt/EXP.lmp` whatever their plan; they now live in
+    `out_gpt/PLAN/`. A checkpoint of the same plan in the old place is that run: say how to move
+    it rather than silently starting over. One of another plan is another run and stays put.
+    """
+    if cfg.io.out_dir is not None or cfg.io.model is not None:
+        return
+    old = Path(DEFAULT_OUT_DIR) / cfg.model_path().name
+    if not old.is_file():
+        return
+    try:
+        stored = load_checkpoint(old)["components"]["plan"]["state_args"]
+        stored_name = plan_from_checkpoint(stored, origin=str(old)).name
+    except (CheckpointError, UsageError, KeyError, TypeError):
+        return  # not a readable run of any plan: nothing to resume there
+    if stored_name != load_plan(cfg.data.training_plan).name:
+        return
+    new_dir = cfg.out_dir()
+    belongings = sorted(old.parent.glob(f"{old.stem}.*"))  # checkpoints, stats, stage copies
+    move = f"mkdir -p {shlex.quote(str(new_dir))} && mv " + " ".join(
+        shlex.quote(str(path)) for path in [*belongings, new_dir]
+    )
+    raise UsageError(
+        f"{old} is a run of plan '{stored_name}' from before runs were kept per plan; to resume "
+        f"it, move it first: {move} (or pass --model {old} --out-dir {old.parent} to keep it "
+        "where it is)"
+    )
 
 
 def build_session(cfg: RunConfig) -> Session:
