@@ -86,8 +86,13 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         chunk_size: int,
         dtype: torch.dtype,
         per_position: bool,
+        grad_enabled: bool,
     ) -> tuple[Tensor, ...]:
-        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        # Forward runs with grad mode off, so whether the caller records a graph comes in as
+        # `grad_enabled`: under no_grad (validation) no gradient is computed at all.
+        need_hidden, need_weight, need_bias = (
+            grad_enabled and need for need in ctx.needs_input_grad[:3]
+        )
         wide = torch.promote_types(dtype, torch.float32)
         accumulate = torch.promote_types(weight.dtype, torch.float32)
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
@@ -141,6 +146,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -172,6 +178,7 @@ def chunked_head_loss(
             chunk_size,
             dtype,
             per_position,
+            torch.is_grad_enabled(),
         )
     if not per_position:
         return HeadLoss(out[0], out[1])

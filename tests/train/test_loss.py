@@ -151,6 +151,20 @@ def test_bf16_autocast_runs_and_tracks_float32(exp: str) -> None:
     assert cosine > 0.99
 
 
+def test_no_gradient_is_computed_under_no_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmplay.train.loss as loss_module
+
+    calls = []
+    real = loss_module._logit_grad_
+    monkeypatch.setattr(loss_module, "_logit_grad_", lambda *a: calls.append(1) or real(*a))
+    hidden, head, targets = hidden_head_targets(seed=7)
+    with torch.no_grad():
+        got = chunked_head_loss(hidden, head, targets, chunk_size=8)
+    assert calls == [] and not got.loss_sum.requires_grad
+    chunked_head_loss(hidden, head, targets, chunk_size=8)
+    assert len(calls) == -(-B * T // 8)  # one per chunk when a graph is recorded
+
+
 def test_a_bad_chunk_size_is_refused() -> None:
     hidden, head, targets = hidden_head_targets(seed=6)
     with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
