@@ -20,6 +20,7 @@ from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -118,7 +119,7 @@ def run(cfg: RunConfig) -> int:
         return Trainer(session).fit()
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":
