@@ -1,7 +1,7 @@
 """`lmp_trainer`: train a registered architecture through a training plan.
 
     lmp_trainer                                   # bundled plan 'tiny', --exp gpt2ish, CPU-sized
-    lmp_trainer --training-plan plans/wiki.json --exp gpt2ish_med --device cuda --amp
+    lmp_trainer --training-plan plans/wiki.json --exp gpt2ish_124m --device cuda --amp
     lmp_trainer --exp list                        # registered architectures
 
 Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model).

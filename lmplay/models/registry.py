@@ -1,7 +1,8 @@
 """The experiment registry: `@register("name", ...)` on a model class makes it an `--exp`.
 
 A registration is an architecture plus default sizes, so presets of one class (`gpt2ish`,
-`gpt2ish_med`, ...) are several `@register` lines stacked on the same class.
+`gpt2ish_124m`, ...) are several `@register` lines stacked on the same class. A renamed preset
+keeps its old name as an alias (`register_alias`) that still works and warns once.
 
 The model contract: the class is built from `ModelArgs` (and keeps them as `self.args`), and
 
@@ -18,6 +19,7 @@ The model contract: the class is built from `ModelArgs` (and keeps them as `self
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -87,6 +89,8 @@ def check_model_contract(model: nn.Module) -> nn.Module:
 
 
 _REGISTRY: dict[str, Experiment] = {}
+_ALIASES: dict[str, str] = {}  # old name -> the registered name it now goes by
+_WARNED: set[str] = set()
 
 
 def register(
@@ -105,13 +109,35 @@ def register(
     return decorate
 
 
+def register_alias(old: str, new: str) -> None:
+    """Keep `--exp old` working for a renamed experiment; using it warns once per process."""
+    if old in _REGISTRY or old in _ALIASES or new not in _REGISTRY:
+        raise ValueError(f"alias {old!r} -> {new!r}: the old name is taken or the new one unknown")
+    _ALIASES[old] = new
+
+
+def experiment_aliases() -> dict[str, str]:
+    return dict(sorted(_ALIASES.items()))
+
+
+def canonical_name(name: str) -> str:
+    """The registered name `name` stands for (itself unless it is an old alias, which warns)."""
+    new = _ALIASES.get(name)
+    if new is None:
+        return name
+    if name not in _WARNED:
+        _WARNED.add(name)
+        print(f"warning: --exp {name} is the old name of {new}; use --exp {new}", file=sys.stderr)
+    return new
+
+
 def experiment_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
 def get_experiment(name: str) -> Experiment:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[canonical_name(name)]
     except KeyError:
         choices = ", ".join(experiment_names())
         raise UsageError(f"unknown --exp {name!r}; choose one of: {choices}") from None
@@ -134,4 +160,7 @@ def describe_experiments(overrides: Mapping[str, int | float | None] | None = No
             for i, (cell, w) in enumerate(zip(row, widths, strict=False))
         ]
         lines.append("  ".join([*cells, row[-1]]))
+    if _ALIASES:
+        renamed = ", ".join(f"{old} -> {new}" for old, new in experiment_aliases().items())
+        lines += ["", f"old names, still accepted (they warn): {renamed}"]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from torch import nn
 
 from lmplay.config import RunConfig
 from lmplay.errors import CheckpointError, UsageError
-from lmplay.models import ModelArgs, get_experiment
+from lmplay.models import ModelArgs, canonical_name, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
@@ -248,7 +248,7 @@ def _model_identity(
     if not isinstance(raw_args, dict):
         raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
     args = ModelArgs.from_dict(raw_args)
-    if exp != cfg.model.exp:
+    if canonical_name(str(exp)) != canonical_name(cfg.model.exp):
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
             f"pass --exp {exp}, or a different --model to start a new run"

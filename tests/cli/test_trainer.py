@@ -63,7 +63,7 @@ def test_argparse_errors_also_exit_2(capsys: pytest.CaptureFixture) -> None:
 def test_exp_list_prints_every_architecture(capsys: pytest.CaptureFixture) -> None:
     assert main(["--exp", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("gpt2ish", "gpt2ish_med", "modern", "resscale"):
+    for name in ("gpt2ish", "gpt2ish_124m", "modern", "resscale"):
         assert name in out
 
 
