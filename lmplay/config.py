@@ -208,7 +208,7 @@ class RunConfig:
         return self.io.run_name or self.model_path().stem
 
     def stats_path(self) -> Path:
-        return Path(self.io.out_dir) / f"{self.model_path().stem}.stats.json"
+        return Path(self.io.out_dir) / f"{self.model_path().stem}.stats.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

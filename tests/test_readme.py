@@ -79,6 +79,6 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
         result = run(words, cwd=tmp_path)
         assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
     out = tmp_path / "out_gpt"
-    assert (out / "gpt2ish.lmp").is_file() and (out / "gpt2ish.stats.json").is_file()
+    assert (out / "gpt2ish.lmp").is_file() and (out / "gpt2ish.stats.jsonl").is_file()
     assert (out / "modern.lmp").is_file()
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,7 @@
-"""lmp_plotstats: plot and compare runs from their `*.stats.json` files (no torch needed)."""
+"""lmp_plotstats: plot and compare runs from their stats files (no torch needed).
+
+Reads `*.stats.jsonl` (and the `*.stats.json` files of older lmplay versions).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from lmplay.cli.flags import parse_flags
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
 from lmplay.stats.plot import PlotOptions, plot_runs
-from lmplay.stats.runs import STATS_SUFFIX, RunStats, find_stats_files, load_stats
+from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
 
 DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)
+_PATTERNS = " or ".join(f"*{suffix}" for suffix in STATS_SUFFIXES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         type=Path,
         default=[DEFAULT_LOCATION],
-        help=f"stats files, or folders searched recursively for *{STATS_SUFFIX} "
+        help=f"stats files, or folders searched recursively for {_PATTERNS} "
         f"(default: {DEFAULT_LOCATION})",
     )
     return parser
@@ -67,7 +71,7 @@ def load_runs(locations: list[Path]) -> list[RunStats]:
     files, missing = find_stats_files(locations)
     if not files:
         where = ", ".join(f"{p}" + (" (missing)" if p in missing else "") for p in locations)
-        raise UsageError(f"no *{STATS_SUFFIX} files found in: {where}")
+        raise UsageError(f"no {_PATTERNS} files found in: {where}")
     runs: list[RunStats] = []
     problems: list[str] = []
     for path in files:
