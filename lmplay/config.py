@@ -94,7 +94,9 @@ class OptimConfig:
     )
     min_lr: float = _flag("LR that cosine/linear decay ends at", 0.0)
     decay_steps: int | None = _flag("steps over which the LR decays (default: --max-steps)")
-    ignore_optimizer: bool = _flag("load weights only; start a fresh optimizer", False)
+    ignore_optimizer: bool = _flag(
+        "load weights only; start a fresh optimizer, its LR warmed up again from this step", False
+    )
 
     def weight_decay_value(self) -> float:
         if self.weight_decay is not None:

@@ -148,6 +148,7 @@ def build_session(cfg: RunConfig) -> Session:
         notes.extend(checkpoint_map.load(stored, source, skip))
     if not keep_history:
         stats.reset()
+    schedule = _restarted_warmup(schedule, checkpoint_map, runner, source, stored, cfg, notes)
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
@@ -226,7 +227,6 @@ def _components_to_skip(
     skip: set[str] = set()
     if cfg.optim.ignore_optimizer or "optimizer" not in stored:
         skip.add("optimizer")
-        notes.append("fresh optimizer state (weights loaded); LR warmup recommended")
     else:
         _check_optimizer_name(stored["optimizer"], cfg, source)
     if not keep_history:
@@ -234,6 +234,32 @@ def _components_to_skip(
     elif "grad_scaler" not in stored:
         skip.add("grad_scaler")  # fp16 switched on for a run that had none: a fresh scale
     return skip
+
+
+def _restarted_warmup(
+    schedule: Schedule,
+    checkpoint_map: CheckpointMap,
+    runner: RunnerState,
+    source: Path | None,
+    stored: dict[str, Any],
+    cfg: RunConfig,
+    notes: list[str],
+) -> Schedule:
+    """The schedule with its warmup starting where this run's optimizer started.
+
+    A fresh optimizer on trained weights (`--ignore-optimizer`, or a checkpoint without one)
+    warms up again from the run's current step; a resumed run keeps the start its checkpoint
+    stored, so a warmup interrupted half way goes on where it was.
+    """
+    position = checkpoint_map.entries["lr_schedule"].stateful
+    assert isinstance(position, StepState)
+    if source is not None and (cfg.optim.ignore_optimizer or "optimizer" not in stored):
+        position.warmup_from = runner.step
+        warmup = f"; LR warmup restarts at step {runner.step}" if schedule.warmup_steps else ""
+        notes.append(f"fresh optimizer state (weights loaded){warmup}")
+    restarted = dataclasses.replace(schedule, warmup_from=position.warmup_from)
+    checkpoint_map.entries["lr_schedule"].state_args = restarted.to_dict()
+    return restarted
 
 
 def _model_identity(
