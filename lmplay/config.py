@@ -1,8 +1,10 @@
-"""RunConfig: every setting of a training run, its default, its flag and its validation.
+"""Every setting of every command, its default and its flag: RunConfig (`lmp_trainer`) with its
+validation, GenerateConfig (`lmp_generator`) and PlotConfig (`lmp_plotstats`).
 
-This is the only place defaults live. The CLI builds its parser from these dataclasses (each
-field's `help` metadata is its docstring), so a flag cannot drift from the value it sets.
-Derived values are methods, not stored fields.
+This is the only place defaults live. Each command builds its parser from these dataclasses
+(`lmplay.cli.flags`; each field's `help` metadata is its docstring), so a flag cannot drift from
+the value it sets. Derived values are methods, not stored fields. No torch here: lmp_plotstats
+imports this module and must start without it.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ class OptimConfig:
     )
     min_lr: float = _flag("LR that cosine/linear decay ends at", 0.0)
     decay_steps: int | None = _flag("steps over which the LR decays (default: --max-steps)")
-    ignore_optimizer: bool = _flag("load weights only; start a fresh optimizer", False)
+    ignore_optimizer: bool = _flag(
+        "load weights only; start a fresh optimizer, its LR warmed up again from this step", False
+    )
 
     def weight_decay_value(self) -> float:
         if self.weight_decay is not None:
@@ -214,7 +218,7 @@ class RunConfig:
         return self.io.run_name or self.model_path().stem
 
     def stats_path(self) -> Path:
-        return self.out_dir() / f"{self.model_path().stem}.stats.json"
+        return self.out_dir() / f"{self.model_path().stem}.stats.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,3 +244,58 @@ SECTIONS: dict[str, type] = {
     "io": RunIOConfig,
     "system": SystemConfig,
 }
+
+
+@dataclass
+class GenerateConfig:
+    """`lmp_generator` flags (the prompt is its positional argument)."""
+
+    model: str | None = _flag("checkpoint file written by training (required)")
+    max_new_tokens: int = _flag("tokens to generate at most", 100)
+    temperature: float = _flag("sampling temperature; 0 picks the likeliest token", 0.8)
+    top_k: int = _flag("sample among the k likeliest tokens; 0 disables top-k filtering", 50)
+    top_p: float = _flag(
+        "nucleus sampling: smallest set of tokens with this mass; 1 disables", 0.95
+    )
+    seed: int | None = _flag("make sampling reproducible")
+    device: str = _flag("torch device: cpu, cuda, cuda:1, mps, ...", "cpu")
+
+
+PLOT_OUT_TYPES = ("png", "svg", "pdf")
+# A validation record is already a mean over many samples, and there are few of them: a trailing
+# average would lag the curve and misstate the last value, so validation is drawn as measured.
+PLOT_AVERAGE_WINDOW = {"train": 20, "validation": 1}
+
+
+@dataclass
+class PlotConfig:
+    """`lmp_plotstats` flags (the stats files or folders are its positional arguments)."""
+
+    out_dir: str | None = _flag(
+        "where plots go (default: the first location that is a folder, else the folder of the "
+        "first file)"
+    )
+    out_type: str = _flag("image format of the plots", "png", choices=PLOT_OUT_TYPES)
+    plot_train: bool = _flag(
+        "also plot train series (train_<metric>.*); they are plotted anyway when no run has "
+        "validation records",
+        False,
+    )
+    plot_raw: bool = _flag("draw raw values faintly under smoothed lines", False)
+    average_count: int | None = _flag(
+        f"moving-average window in records (default: {PLOT_AVERAGE_WINDOW['train']} for train, "
+        f"{PLOT_AVERAGE_WINDOW['validation']} for validation; 1 for no smoothing)",
+        metavar="N",
+    )
+    target: str | None = _flag(
+        "run that diff plots subtract (default: the run with the most tokens)", metavar="NAME"
+    )
+    max_files: int | None = _flag(
+        "plot at most N runs: those with the most tokens (the target is always kept)",
+        metavar="N",
+    )
+    min_tokens: int = _flag("leave out runs that have seen fewer than N tokens", 0, metavar="N")
+
+
+GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}
+PLOT_SECTIONS: dict[str, type] = {"plot": PlotConfig}

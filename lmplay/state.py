@@ -1,21 +1,12 @@
-"""The Stateful protocol and capture/restore of every random number generator."""
+"""Capture and restore of every random number generator a training step may touch."""
 
 from __future__ import annotations
 
 import random
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
-
-
-@runtime_checkable
-class Stateful(Protocol):
-    """Anything whose progress must survive an interrupt owns its state."""
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -137,3 +137,24 @@ def run_cli(
         timeout=timeout,
         **popen,
     )
+
+
+def evaluate(model: Any, samples: list[Any], batch_size: int, device: Any, precision: Any) -> Any:
+    """Per-token mean loss and accuracy over `samples`, (loss, accuracy, loss_tokens): a plain
+    reference pass, batch by batch through the training loss, that tests compare against."""
+    import torch
+
+    from lmplay.data.batcher import collate
+    from lmplay.train.loss import as_loss_model
+    from lmplay.train.step import split_mini_batches, token_losses
+
+    loss_total, correct_total, tokens = 0.0, 0, 0
+    loss_model = as_loss_model(model)
+    with torch.no_grad():
+        for chunk in split_mini_batches(samples, batch_size):
+            mini = collate(chunk).to(device)
+            loss_sum, correct = token_losses(loss_model, mini, precision)
+            loss_total += float(loss_sum)
+            correct_total += int(correct)
+            tokens += mini.loss_tokens
+    return loss_total / tokens, correct_total / tokens, tokens

@@ -106,6 +106,6 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
         assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
     out = folder / "out_gpt"
     assert (out / "tiny" / "gpt2ish.lmp").is_file()
-    assert (out / "tiny" / "gpt2ish.stats.json").is_file()
+    assert (out / "tiny" / "gpt2ish.stats.jsonl").is_file()
     assert (out / "tiny" / "modern.lmp").is_file()
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")

@@ -7,28 +7,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lmplay.cli.flags import build_parser as build_flag_parser
+from lmplay.cli.flags import parse_flags
+from lmplay.config import GENERATE_SECTIONS
 from lmplay.errors import UsageError
 from lmplay.models.generation import check_sampling, generate
 from lmplay.train.checkpoint import load_checkpoint, restore_model
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmp_generator", description=__doc__.splitlines()[0])
-    p.add_argument("prompt", help="text to continue")
-    p.add_argument("--model", required=True, type=Path, help="checkpoint file written by training")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the likeliest token")
-    p.add_argument("--top-k", type=int, default=50, help="0 disables top-k filtering")
-    p.add_argument("--top-p", type=float, default=0.95, help="1 disables nucleus filtering")
-    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
-    return p
+    parser = build_flag_parser("lmp_generator", __doc__.splitlines()[0], GENERATE_SECTIONS)
+    parser.add_argument("prompt", help="text to continue")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The prompt and every GenerateConfig field (defaults, `--config FILE`, command line)."""
+    args, values = parse_flags(_parser(), GENERATE_SECTIONS, argv)
+    settings = values["generate"]
+    if settings["model"] is None:
+        raise UsageError("--model is required: the checkpoint file written by training")
+    settings["model"] = Path(settings["model"])
+    return argparse.Namespace(prompt=args.prompt, **settings)
 
 
 def _load_model(path: Path, device: torch.device) -> nn.Module:
@@ -100,9 +107,8 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
     try:
-        text = run(args)
+        text = run(parse_args(argv))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,90 +1,59 @@
-"""lmp_plotstats: plot and compare runs from their `*.stats.json` files (no torch needed)."""
+"""lmp_plotstats: plot and compare runs from their stats files (no torch needed).
+
+Reads `*.stats.jsonl` (and the `*.stats.json` files of older lmplay versions).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from lmplay.cli.flags import build_parser as build_flag_parser
+from lmplay.cli.flags import parse_flags
+from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.plot import DEFAULT_WINDOW, OUT_TYPES, PlotOptions, plot_runs
-from lmplay.stats.runs import STATS_SUFFIX, RunStats, find_stats_files, load_stats
+from lmplay.stats.plot import PlotOptions, plot_runs
+from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
 
-DEFAULT_LOCATION = Path("out_gpt")
+DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)
+_PATTERNS = " or ".join(f"*{suffix}" for suffix in STATS_SUFFIXES)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lmp_plotstats",
-        description="Plot validation (and optionally train) loss and accuracy of runs against "
-        "tokens, and each run's difference to a target run.",
+    parser = build_flag_parser(
+        "lmp_plotstats",
+        "Plot validation (and optionally train) loss and accuracy of runs against tokens, and "
+        "each run's difference to a target run.",
+        PLOT_SECTIONS,
     )
     parser.add_argument(
         "locations",
         nargs="*",
         type=Path,
         default=[DEFAULT_LOCATION],
-        help=f"stats files, or folders searched recursively for *{STATS_SUFFIX} "
+        help=f"stats files, or folders searched recursively for {_PATTERNS} "
         f"(default: {DEFAULT_LOCATION})",
-    )
-    parser.add_argument(
-        "--out-dir",
-        type=Path,
-        help="where plots go (default: the first location that is a folder, else the folder "
-        "of the first file)",
-    )
-    parser.add_argument("--out-type", choices=OUT_TYPES, default="png", help="default: png")
-    parser.add_argument(
-        "--plot-train",
-        action="store_true",
-        help="also plot train series (train_<metric>.*); they are plotted anyway when no run "
-        "has validation records",
-    )
-    parser.add_argument(
-        "--plot-raw", action="store_true", help="draw raw values faintly under smoothed lines"
-    )
-    parser.add_argument(
-        "--average-count",
-        type=int,
-        metavar="N",
-        help=f"moving-average window in records (default: {DEFAULT_WINDOW['train']} for train, "
-        f"{DEFAULT_WINDOW['validation']} for validation; 1 for no smoothing)",
-    )
-    parser.add_argument(
-        "--target",
-        metavar="NAME",
-        help="run that diff plots subtract (default: the run with the most tokens)",
-    )
-    parser.add_argument(
-        "--max-files",
-        type=int,
-        metavar="N",
-        help="plot at most N runs: those with the most tokens (the target is always kept)",
-    )
-    parser.add_argument(
-        "--min-tokens",
-        type=int,
-        default=0,
-        metavar="N",
-        help="leave out runs that have seen fewer than N tokens (default: 0)",
     )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
     try:
+        args, values = parse_flags(build_parser(), PLOT_SECTIONS, argv)
+        cfg = PlotConfig(**values["plot"])
         options = PlotOptions(
-            out_type=args.out_type,
-            plot_train=args.plot_train,
-            plot_raw=args.plot_raw,
-            average_count=args.average_count,
-            target=args.target,
-            max_files=args.max_files,
-            min_tokens=args.min_tokens,
+            out_type=cfg.out_type,
+            plot_train=cfg.plot_train,
+            plot_raw=cfg.plot_raw,
+            average_count=cfg.average_count,
+            target=cfg.target,
+            max_files=cfg.max_files,
+            min_tokens=cfg.min_tokens,
         )
         runs = load_runs(args.locations)
-        out_dir = args.out_dir or default_out_dir(args.locations, runs)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         written = plot_runs(runs, out_dir, options)
     except UsageError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -102,7 +71,7 @@ def load_runs(locations: list[Path]) -> list[RunStats]:
     files, missing = find_stats_files(locations)
     if not files:
         where = ", ".join(f"{p}" + (" (missing)" if p in missing else "") for p in locations)
-        raise UsageError(f"no *{STATS_SUFFIX} files found in: {where}")
+        raise UsageError(f"no {_PATTERNS} files found in: {where}")
     runs: list[RunStats] = []
     problems: list[str] = []
     for path in files:

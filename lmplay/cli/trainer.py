@@ -1,7 +1,7 @@
 """`lmp_trainer`: train a registered architecture through a training plan.
 
     lmp_trainer                                   # bundled plan 'tiny', --exp gpt2ish, CPU-sized
-    lmp_trainer --training-plan plans/wiki.json --exp gpt2ish_med --device cuda --amp
+    lmp_trainer --training-plan plans/wiki.json --exp gpt2ish_124m --device cuda --amp
     lmp_trainer --exp list                        # registered architectures
 
 Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model;
@@ -13,57 +13,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import types
-import typing
 from collections.abc import Sequence
 
+from lmplay.cli.flags import build_parser as build_flag_parser
+from lmplay.cli.flags import parse_flags
 from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per RunConfig field, so help and defaults come from config.py alone."""
-    parser = argparse.ArgumentParser(
-        prog="lmp_trainer",
-        description="Train a small language model through a training plan; rerun to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    return build_flag_parser(
+        "lmp_trainer",
+        "Train a small language model through a training plan; rerun to resume.",
+        SECTIONS,
     )
-    for section, section_class in SECTIONS.items():
-        group = parser.add_argument_group(section)
-        for f in dataclasses.fields(section_class):
-            _add_flag(group, section, f, section_class)
-    return parser
-
-
-def _add_flag(
-    group: argparse._ArgumentGroup, section: str, f: dataclasses.Field, section_class: type
-) -> None:
-    flag = "--" + f.name.replace("_", "-")
-    kind = _base_type(typing.get_type_hints(section_class)[f.name])
-    dest = f"{section}.{f.name}"
-    help_text = f.metadata["help"]
-    if kind is bool:
-        group.add_argument(flag, dest=dest, action="store_true", help=help_text)
-        return
-    group.add_argument(
-        flag,
-        dest=dest,
-        type=kind,
-        default=f.default,
-        choices=f.metadata.get("choices"),
-        metavar=f.name.upper(),
-        help=help_text,
-    )
-
-
-def _base_type(hint: object) -> type:
-    """`int | None` -> int."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return hint  # type: ignore[return-value]
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -76,11 +44,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**sections)
 
 
+def parse_config(argv: Sequence[str] | None = None) -> RunConfig:
+    """The run's configuration: defaults, then `--config FILE`, then the command line."""
+    _, values = parse_flags(build_parser(), SECTIONS, argv)
+    return RunConfig(**{name: SECTIONS[name](**fields) for name, fields in values.items()})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return run(config_from_args(args))
+        return run(parse_config(argv))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -119,7 +91,7 @@ def run(cfg: RunConfig) -> int:
         return Trainer(session).fit()
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":

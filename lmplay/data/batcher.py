@@ -133,7 +133,6 @@ class BatcherCounters:
     tokens: int = 0
     loss_tokens: int = 0
     truncated_tokens: int = 0
-    mid_sentence_cuts: int = 0
     padding_tokens: int = 0
     padded_slots: int = 0
 
@@ -142,7 +141,6 @@ class BatcherCounters:
         self.tokens += sum(s.num_tokens - 1 for s in samples)
         self.loss_tokens += sum(len(s.truth) for s in samples)
         self.truncated_tokens += sum(s.truncated for s in samples)
-        self.mid_sentence_cuts += sum(s.mid_sentence for s in samples)
 
     def add_padding(self, padding_tokens: int, slots: int) -> None:
         """Padding depends on how the step splits the batch, so the step reports it."""

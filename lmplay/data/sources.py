@@ -15,9 +15,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -109,29 +107,6 @@ def load_source(spec: SourceSpec) -> datasets.Dataset:
         spec = _bundled_as_files(spec)
     raw = _load_hub(spec) if spec.hub else _load_files(spec)
     return _to_prompt_truth(raw, spec)
-
-
-def save_source(spec: SourceSpec, folder: str | os.PathLike[str]) -> Path:
-    """Write the prompt/truth rows of `spec` to `folder/<name>` with `save_to_disk`.
-
-    The result loads back with `files=["<folder>/<name>"]`, `prompt_column="prompt"`,
-    `truth_column="truth"`. A half-written copy never replaces a complete one.
-    """
-    if not spec.name or spec.name.startswith(".") or any(c in spec.name for c in "/\\"):
-        raise UsageError(f"dataset name {spec.name!r} cannot be used as a folder name")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / spec.name
-    rows = load_source(spec)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=folder))
-    try:
-        rows.save_to_disk(str(staging))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def source_fingerprint(spec: SourceSpec) -> str:

@@ -11,7 +11,7 @@ from lmplay.models.modules import (
     init_weights,
     token_positions,
 )
-from lmplay.models.registry import ModelArgs, register
+from lmplay.models.registry import ModelArgs, register, register_alias
 
 
 class GPT2Block(nn.Module):
@@ -30,7 +30,7 @@ class GPT2Block(nn.Module):
 
 
 @register(
-    "gpt2ish_large",
+    "gpt2ish_355m",
     "GPT-2 medium sizes (~350M params): 24 blocks, 1024 dim",
     num_blocks=24,
     embed_dim=1024,
@@ -38,7 +38,7 @@ class GPT2Block(nn.Module):
     context_len=1024,
 )
 @register(
-    "gpt2ish_med",
+    "gpt2ish_124m",
     "GPT-2 small sizes (~124M params): 12 blocks, 768 dim",
     num_blocks=12,
     embed_dim=768,
@@ -82,3 +82,8 @@ class GPT2ish(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(input_ids.size(1))
         return self.ln_f(x)  # (B, T, C): the loss applies lm_head in chunks
+
+
+# The first names of the two GPT-2 presets said "medium" and "large" for GPT-2 small and medium.
+register_alias("gpt2ish_med", "gpt2ish_124m")
+register_alias("gpt2ish_large", "gpt2ish_355m")

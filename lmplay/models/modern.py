@@ -17,7 +17,7 @@ from lmplay.models.modules import (
     rotary_tables,
     token_positions,
 )
-from lmplay.models.registry import ModelArgs, register
+from lmplay.models.registry import ModelArgs, register, register_alias
 
 
 class ModernBlock(nn.Module):
@@ -36,8 +36,8 @@ class ModernBlock(nn.Module):
 
 
 @register(
-    "modern_med",
-    "modern at GPT-2 small sizes: 12 blocks, 768 dim",
+    "modern_162m",
+    "modern at GPT-2 small sizes (~162M params, untied head): 12 blocks, 768 dim",
     num_blocks=12,
     embed_dim=768,
     num_heads=12,
@@ -108,3 +108,6 @@ class Modern(nn.Module):
 )
 class ModernTied(Modern):
     tie_embeddings = True
+
+
+register_alias("modern_med", "modern_162m")  # its first name did not say its size

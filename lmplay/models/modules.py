@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from lmplay.models.registry import ModelArgs
+from lmplay.models.args import ModelArgs
 
 
 class RMSNorm(nn.Module):

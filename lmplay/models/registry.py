@@ -1,7 +1,8 @@
 """The experiment registry: `@register("name", ...)` on a model class makes it an `--exp`.
 
 A registration is an architecture plus default sizes, so presets of one class (`gpt2ish`,
-`gpt2ish_med`, ...) are several `@register` lines stacked on the same class.
+`gpt2ish_124m`, ...) are several `@register` lines stacked on the same class. A renamed preset
+keeps its old name as an alias (`register_alias`) that still works and warns once.
 
 The model contract: the class is built from `ModelArgs` (and keeps them as `self.args`), and
 
@@ -17,74 +18,22 @@ The model contract: the class is built from `ModelArgs` (and keeps them as `self
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from lmplay.errors import UsageError
+from lmplay.models.args import ModelArgs
 from lmplay.models.modules import flops_per_token, matmul_params
 
 SIZE_KEYS = ("num_blocks", "embed_dim", "num_heads", "context_len")
 
 # Small enough that a forward+backward of every experiment takes milliseconds on a CPU.
 TINY_SIZES = dict(num_blocks=2, embed_dim=32, num_heads=2, context_len=64)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-@dataclass(frozen=True)
-class ModelArgs:
-    """Everything needed to rebuild a model; stored in checkpoints beside the weights."""
-
-    num_blocks: int
-    embed_dim: int
-    num_heads: int
-    context_len: int
-    vocab_size: int = 50257
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "dropout":
-                # bool is an int subclass; a JSON `true` must not pass as a size or a rate.
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise UsageError(f"--dropout must be a number, got {value!r}")
-                if not 0.0 <= value < 1.0:
-                    raise UsageError(f"--dropout must be in [0, 1), got {value}")
-            elif isinstance(value, bool) or not isinstance(value, int):
-                raise UsageError(f"{_flag(f.name)} must be an integer, got {value!r}")
-            elif value <= 0:
-                raise UsageError(f"{_flag(f.name)} must be positive, got {value}")
-        if self.embed_dim % self.num_heads != 0:
-            raise UsageError(
-                f"--embed-dim {self.embed_dim} is not divisible by --num-heads {self.num_heads}"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
-    def to_dict(self) -> dict[str, int | float]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, int | float]) -> ModelArgs:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UsageError(f"unknown model args {unknown}; expected keys from {sorted(known)}")
-        required = {f.name for f in fields(cls) if f.default is dataclasses.MISSING}
-        missing = sorted(required - set(d))
-        if missing:
-            raise UsageError(f"model args are missing {missing}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -140,6 +89,8 @@ def check_model_contract(model: nn.Module) -> nn.Module:
 
 
 _REGISTRY: dict[str, Experiment] = {}
+_ALIASES: dict[str, str] = {}  # old name -> the registered name it now goes by
+_WARNED: set[str] = set()
 
 
 def register(
@@ -158,13 +109,35 @@ def register(
     return decorate
 
 
+def register_alias(old: str, new: str) -> None:
+    """Keep `--exp old` working for a renamed experiment; using it warns once per process."""
+    if old in _REGISTRY or old in _ALIASES or new not in _REGISTRY:
+        raise ValueError(f"alias {old!r} -> {new!r}: the old name is taken or the new one unknown")
+    _ALIASES[old] = new
+
+
+def experiment_aliases() -> dict[str, str]:
+    return dict(sorted(_ALIASES.items()))
+
+
+def canonical_name(name: str) -> str:
+    """The registered name `name` stands for (itself unless it is an old alias, which warns)."""
+    new = _ALIASES.get(name)
+    if new is None:
+        return name
+    if name not in _WARNED:
+        _WARNED.add(name)
+        print(f"warning: --exp {name} is the old name of {new}; use --exp {new}", file=sys.stderr)
+    return new
+
+
 def experiment_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
 def get_experiment(name: str) -> Experiment:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[canonical_name(name)]
     except KeyError:
         choices = ", ".join(experiment_names())
         raise UsageError(f"unknown --exp {name!r}; choose one of: {choices}") from None
@@ -187,4 +160,7 @@ def describe_experiments(overrides: Mapping[str, int | float | None] | None = No
             for i, (cell, w) in enumerate(zip(row, widths, strict=False))
         ]
         lines.append("  ".join([*cells, row[-1]]))
+    if _ALIASES:
+        renamed = ", ".join(f"{old} -> {new}" for old, new in experiment_aliases().items())
+        lines += ["", f"old names, still accepted (they warn): {renamed}"]
     return "\n".join(lines)

@@ -13,13 +13,15 @@ A plan is a JSON object:
         "notes": {"files": ["data/notes/*.txt"]},
         "qa": {"files": ["qa.jsonl"], "prompt_column": "question", "truth_column": "answer"}
       },
-      "stages": [                          # "steps" is accepted as a synonym
+      "stages": [                          # other spellings: lmplay.plan.aliases
         {"name": "warmup", "datasets": ["shakespeare"], "epochs": 0.5},
         {"datasets": ["wiki", "notes"], "epochs": 2}
       ]
     }
 
-Every error names the plan, the field and what is allowed.
+Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
+rewritten into this form first (`lmplay.plan.aliases`). Every error names the plan, the field
+and what is allowed.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from typing import Any
 
 from lmplay.data.sources import SourceSpec
 from lmplay.errors import UsageError
+from lmplay.plan.aliases import canonical_plan
 
-PLAN_KEYS = {"name", "description", "seed", "validation_fraction", "datasets", "stages", "steps"}
+PLAN_KEYS = {"name", "description", "seed", "validation_fraction", "datasets", "stages"}
 STAGE_KEYS = {"name", "datasets", "epochs"}
 SOURCE_KEYS = {f.name for f in fields(SourceSpec)} - {"name", "base_dir"}
 DATASET_KEYS = SOURCE_KEYS | {"validation_fraction", "validation_split"}
@@ -98,9 +101,8 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     where = f"plan {origin}"
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: must be a JSON object with 'datasets' and 'stages'")
+    obj = canonical_plan(obj, where)
     _reject_unknown(obj, PLAN_KEYS, where)
-    if "stages" in obj and "steps" in obj:
-        raise UsageError(f"{where}: give either 'stages' or 'steps', not both")
     name = obj.get("name", Path(origin).stem)
     if not isinstance(name, str) or not name:
         raise UsageError(f"{where}: 'name' must be a non-empty string")
@@ -117,7 +119,7 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
         key: _parse_dataset(key, value, default_fraction, f"{where}: datasets.{key}", base_dir)
         for key, value in raw_datasets.items()
     }
-    raw_stages = obj.get("stages", obj.get("steps"))
+    raw_stages = obj.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
         raise UsageError(f"{where}: 'stages' must be a non-empty list")
     stages = _unique_default_names(

@@ -9,8 +9,6 @@ from pathlib import Path
 from lmplay.errors import UsageError
 from lmplay.plan.format import TrainingPlan, parse_plan
 
-DEFAULT_PLAN = "tiny"
-
 
 def builtin_folder() -> Path:
     """Where built-in plans live; their relative `files` resolve against it (`data/...`)."""

@@ -30,14 +30,13 @@ import matplotlib.style
 import orjson
 from matplotlib.figure import Figure
 
+from lmplay.config import PLOT_AVERAGE_WINDOW, PLOT_OUT_TYPES, PlotConfig
 from lmplay.errors import UsageError
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 
-OUT_TYPES = ("png", "svg", "pdf")
-# A validation record is already a mean over many samples, and there are few of them: a trailing
-# average would lag the curve and misstate the last value, so validation is drawn as measured.
-DEFAULT_WINDOW = {"train": 20, "validation": 1}
+OUT_TYPES = PLOT_OUT_TYPES
+DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
 MANIFEST_NAME = "plots.json"
 # Dates and software versions left out so identical inputs give identical bytes.
 _SAVE_METADATA: dict[str, dict[str, Any]] = {
@@ -57,15 +56,16 @@ _YLABELS = {
 
 @dataclass(frozen=True)
 class PlotOptions:
-    """What `plot_runs` draws; the CLI flags of `lmp_plotstats` map one to one."""
+    """What `plot_runs` draws; the flags of `lmp_plotstats` (`PlotConfig`, whose defaults these
+    are) map one to one."""
 
-    out_type: str = "png"
-    plot_train: bool = False
-    plot_raw: bool = False
-    average_count: int | None = None  # None: DEFAULT_WINDOW per kind
-    target: str | None = None  # None: the run with the most tokens
-    max_files: int | None = None  # keep the runs with the most tokens (and the target)
-    min_tokens: int = 0
+    out_type: str = PlotConfig.out_type
+    plot_train: bool = PlotConfig.plot_train
+    plot_raw: bool = PlotConfig.plot_raw
+    average_count: int | None = PlotConfig.average_count  # None: DEFAULT_WINDOW per kind
+    target: str | None = PlotConfig.target  # None: the run with the most tokens
+    max_files: int | None = PlotConfig.max_files  # keep the runs with the most tokens (and target)
+    min_tokens: int = PlotConfig.min_tokens
     # A metric no record holds is skipped: word_accuracy plots once validation records carry it.
     metrics: tuple[str, ...] = ("loss", "accuracy", "word_accuracy")
 

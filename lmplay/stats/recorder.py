@@ -1,12 +1,15 @@
 """StatsRecorder: collects a run's train and validation records and writes the stats file.
 
-The file format is described in `lmplay.stats.runs`. The recorder is Stateful: its state is only
-the record counts, so a checkpoint stays small, and resuming truncates the file's records to
-those counts (records written after the checkpoint belong to steps that will be replayed).
+The file format is described in `lmplay.stats.runs`: a header line, then one line per record.
+A flush appends the records added since the last one and fsyncs, so it costs what it adds, not
+what the run holds. The recorder is Stateful: its state is the record counts and the byte size
+of the file they fill, so a checkpoint stays small, and resuming truncates the file to exactly
+those records (records written after the checkpoint belong to steps that will be replayed).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,17 +17,25 @@ from typing import Any
 import orjson
 
 from lmplay.atomic import atomic_write_bytes
-from lmplay.errors import CheckpointError
-from lmplay.stats.runs import REQUIRED_KEYS, RunStats, load_stats
+from lmplay.errors import CheckpointError, UsageError
+from lmplay.stats.runs import (
+    LEGACY_SUFFIX,
+    REQUIRED_KEYS,
+    header,
+    load_stats,
+    read_lines,
+    train_line,
+    validation_line,
+)
 
-STATE_VERSION = 1
-_DUMP_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+STATE_VERSION = 2  # 1: counts only, for a version 1 (one JSON document) stats file
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class StatsRecorder:
-    """Owns one run's records and writes them atomically to `path`.
+    """Owns one run's records and writes them to `path`.
 
-    A new recorder starts empty and overwrites `path` on its first `flush()`; to continue an
+    A new recorder starts empty and replaces `path` on its first `flush()`; to continue an
     existing history, call `load_state_dict()` with the state saved in the checkpoint.
     """
 
@@ -34,9 +45,13 @@ class StatsRecorder:
         self.exp = exp
         self.model = model
         self.meta = _plain(meta)
+        self._lines: list[dict[str, Any]] = []  # every record line, in file order
         self._train: list[dict[str, Any]] = []
         self._validation: dict[str, list[dict[str, Any]]] = {}
-        self._dirty = True  # the first flush writes the file even when there is nothing yet
+        self._written = 0  # lines of `_lines` in the file
+        self._size = 0  # bytes of the file holding the header and those lines
+        self._rewrite = True  # the file does not hold our header and `_lines[:_written]`
+        self._migrated_from: Path | None = None  # a version 1 file to retire once rewritten
 
     @property
     def train(self) -> list[dict[str, Any]]:
@@ -47,64 +62,77 @@ class StatsRecorder:
         return {name: list(records) for name, records in self._validation.items()}
 
     def add_train(self, record: dict[str, Any]) -> None:
-        self._train.append(_checked(record))
-        self._dirty = True
+        self._append(train_line(_checked(record)))
 
     def add_validation(self, name: str, record: dict[str, Any]) -> None:
-        self._validation.setdefault(name, []).append(_checked(record))
-        self._dirty = True
+        self._append(validation_line(name, _checked(record)))
 
     def reset(self) -> None:
         """Drop every record (`--reset-history`); the next flush writes an empty history."""
-        self._train.clear()
-        self._validation.clear()
-        self._dirty = True
+        self._set_lines([])
+        self._rewrite = True
 
     def flush(self) -> None:
-        """Write the whole file: temp file in the same folder, fsync, then `os.replace`.
+        """Append the records added since the last flush, then fsync.
 
-        Readers (a plot running alongside training) never see a half-written file, and a
-        crash leaves the previous file intact. Does nothing when no record changed.
+        The first flush (and the first after `reset` or a resume that could not reuse the file)
+        writes the whole file instead: temp file, fsync, `os.replace`, so a crash leaves the
+        previous file intact. An append that fails (disk full) is cut back off the file.
         """
-        if not self._dirty:
+        if self._rewrite:
+            data = _encode(self._header()) + b"".join(_encode(line) for line in self._lines)
+            atomic_write_bytes(self.path, data)
+            self._written, self._size, self._rewrite = len(self._lines), len(data), False
+            self._retire_legacy_file()
             return
-        stats = RunStats(
-            path=self.path,
-            run=self.run,
-            exp=self.exp,
-            model=self.model,
-            meta=self.meta,
-            train=self._train,
-            validation=self._validation,
-        )
-        atomic_write_bytes(self.path, orjson.dumps(stats.to_json(), option=_DUMP_OPTIONS))
-        self._dirty = False
+        if self._written == len(self._lines):
+            return
+        if not self.path.exists():  # removed under the run: write it whole again
+            self._rewrite = True
+            self.flush()
+            return
+        data = b"".join(_encode(line) for line in self._lines[self._written :])
+        with open(self.path, "r+b") as file:
+            file.seek(self._size)
+            try:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            except OSError:
+                file.truncate(self._size)
+                raise
+        self._written, self._size = len(self._lines), self._size + len(data)
 
     def state_dict(self) -> dict[str, Any]:
-        """Record counts; flushes first if needed, so the counts always match the file."""
+        """Record counts and the file size they fill; flushes first, so they match the file."""
         self.flush()
         return {
             "version": STATE_VERSION,
             "train_count": len(self._train),
             "validation_counts": {name: len(recs) for name, recs in self._validation.items()},
+            "line_count": len(self._lines),
+            "byte_size": self._size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: keep exactly the first `train_count` / `validation_counts` records of the file.
+        """Resume: keep exactly the records the checkpoint counted, truncating the file there.
 
-        Records past those counts were written after the checkpoint by the interrupted run;
-        the resumed run replays those steps, so keeping them would duplicate them.
+        Records past them were written after the checkpoint by the interrupted run; the resumed
+        run replays those steps, so keeping them would duplicate them.
         """
         version = state.get("version")
-        if version != STATE_VERSION:
+        if version not in (1, STATE_VERSION):
             raise CheckpointError(
                 f"stats state version {version!r} is not one this lmplay reads ({STATE_VERSION})"
             )
         train_count = int(state["train_count"])
         val_counts = {str(k): int(v) for k, v in state["validation_counts"].items()}
-        self._dirty = True
-        if not self.path.exists():
-            self._train, self._validation = [], {}
+        if version == STATE_VERSION and self._reuse_file(state):
+            return
+        self._rewrite = True
+        source = self._legacy_file() if version == 1 else self.path
+        if source is None or not source.exists():
+            self._set_lines([])
             if train_count or any(val_counts.values()):
                 warnings.warn(
                     f"{self.path}: stats file is missing; the checkpoint expected "
@@ -112,22 +140,88 @@ class StatsRecorder:
                     stacklevel=2,
                 )
             return
-        stats = load_stats(self.path)
-        self._train = stats.train[:train_count]
-        self._validation = {
-            name: stats.validation.get(name, [])[:count] for name, count in val_counts.items()
-        }
-        kept = {"train": len(self._train)} | {
-            f"validation[{name}]": len(recs) for name, recs in self._validation.items()
-        }
+        self._keep_counted(load_stats(source), train_count, val_counts)
+        if source != self.path:
+            self._migrated_from = source
+
+    def _reuse_file(self, state: dict[str, Any]) -> bool:
+        """Whether the file's first `byte_size` bytes hold our header and `line_count` lines;
+        if so they become the history and the file is cut there (nothing else is rewritten)."""
+        line_count, size = int(state["line_count"]), int(state["byte_size"])
+        try:
+            with open(self.path, "rb") as file:
+                prefix = file.read(size)
+        except OSError:
+            return False
+        if len(prefix) != size or not prefix.endswith(b"\n"):
+            return False
+        try:
+            head, lines = read_lines(self.path, prefix)
+        except UsageError:
+            return False
+        if len(lines) != line_count:
+            return False
+        self._set_lines(lines)
+        if head != self._header():  # e.g. a new --run-name: write the header anew, once
+            self._rewrite = True
+            return True
+        os.truncate(self.path, size)
+        self._written, self._size, self._rewrite = line_count, size, False
+        return True
+
+    def _keep_counted(self, stats: Any, train_count: int, val_counts: dict[str, int]) -> None:
+        """The first `train_count` / `val_counts` records of a file that cannot be cut as is."""
+        train = stats.train[:train_count]
+        validation = {name: stats.validation.get(name, [])[:n] for name, n in val_counts.items()}
+        lines = [train_line(r) for r in train]
+        lines += [validation_line(n, r) for n, recs in validation.items() for r in recs]
+        self._set_lines(lines)
+        kept = {"train": len(train)} | {f"validation[{n}]": len(r) for n, r in validation.items()}
         wanted = {"train": train_count} | {f"validation[{n}]": c for n, c in val_counts.items()}
         short = [f"{key} {kept[key]}/{count}" for key, count in wanted.items() if kept[key] < count]
         if short:
             warnings.warn(
                 f"{self.path}: fewer records than the checkpoint expected ({', '.join(short)}); "
                 "resuming with what the file holds",
-                stacklevel=2,
+                stacklevel=3,
             )
+
+    def _append(self, line: dict[str, Any]) -> None:
+        self._lines.append(line)
+        self._index(line)
+
+    def _set_lines(self, lines: list[dict[str, Any]]) -> None:
+        self._lines, self._train, self._validation = [], [], {}
+        self._written = self._size = 0
+        for line in lines:
+            self._append(line)
+
+    def _index(self, line: dict[str, Any]) -> None:
+        if line["kind"] == "train":
+            self._train.append(line["record"])
+        elif line["kind"] == "validation":
+            self._validation.setdefault(line["set"], []).append(line["record"])
+
+    def _header(self) -> dict[str, Any]:
+        return header(self.run, self.exp, self.model, self.meta)
+
+    def _legacy_file(self) -> Path | None:
+        """Where a version 1 checkpoint's stats are: `<stem>.stats.json` beside `path`."""
+        if self.path.name.endswith(LEGACY_SUFFIX):
+            return self.path
+        return self.path.with_suffix(".json")
+
+    def _retire_legacy_file(self) -> None:
+        # Its records now live in the new file; kept under a name plots do not pick up twice.
+        if self._migrated_from is not None and self._migrated_from.exists():
+            self._migrated_from.replace(
+                self._migrated_from.with_name(self._migrated_from.name + ".v1")
+            )
+        self._migrated_from = None
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    return orjson.dumps(line, option=_DUMP_OPTIONS) + b"\n"
 
 
 def _checked(record: dict[str, Any]) -> dict[str, Any]:

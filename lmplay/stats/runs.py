@@ -1,28 +1,33 @@
 """The stats file format, and loading it back (shared by the recorder and the plotter).
 
-One JSON file per run, UTF-8, written by `StatsRecorder` with orjson. By convention the trainer
-writes it to `<out_dir>/<model_stem>.stats.json`, so `lmp_plotstats` globs `*.stats.json`::
+One JSON Lines file per run, UTF-8, written by `StatsRecorder` with orjson. By convention the
+trainer writes it to `<out_dir>/<model_stem>.stats.jsonl`; `lmp_plotstats` globs `*.stats.jsonl`
+and the `*.stats.json` files of lmplay before version 2 of the format. The first line is the
+header, each further line one record, appended as the run goes (a flush costs what it adds)::
 
-    {"format": "lmplay-stats", "version": 1,
-     "run": "gpt2ish", "exp": "gpt2ish", "model": "gpt2ish.lmp",
-     "meta": {"plan": "tiny", "batch_size": 16, "...": "free-form run settings"},
-     "train": [{"samples": 64, "tokens": 12345, "steps": 4, "stage": "shakespeare",
-                "loss": 9.1, "accuracy": 0.05, "lr": 0.0006, "grad_norm": 1.2,
-                "tokens_per_s": 5000.0, "padding_ratio": 0.06, "truncation_ratio": 0.0}, ...],
-     "validation": {"shakespeare": [{"samples": 64, "tokens": 12345, "steps": 4,
-                                     "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06,
-                                     "word_accuracy": 0.01,
-                                     "example": {"prompt": "...", "truth": "...",
-                                                 "prediction": "..."}}, ...]}}
+    {"format": "lmplay-stats", "version": 2, "run": "gpt2ish", "exp": "gpt2ish",
+     "model": "gpt2ish.lmp", "meta": {"plan": "tiny", "batch_size": 16, "...": "free-form"}}
+    {"kind": "train", "record": {"samples": 64, "tokens": 12345, "steps": 4,
+     "stage": "shakespeare", "loss": 9.1, "accuracy": 0.05, "lr": 0.0006, "grad_norm": 1.2,
+     "tokens_per_s": 5000.0, "padding_ratio": 0.06, "truncation_ratio": 0.0}}
+    {"kind": "validation", "set": "shakespeare", "record": {"samples": 64, "tokens": 12345,
+     "steps": 4, "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06, "word_accuracy": 0.01,
+     "example": {"prompt": "...", "truth": "...", "prediction": "..."}}}
 
-- `format` is always `"lmplay-stats"`; `version` is 1. A reader refuses a newer version.
+(one line each here wrapped for reading).
+
+- `format` is always `"lmplay-stats"`; `version` is 2 (1: the whole run as one JSON document
+  `{..header.., "train": [records], "validation": {set: [records]}}`, still read). A reader
+  refuses a newer version.
 - `run` names the run in plot legends; `exp` is the `--exp` model family; `model` the
   checkpoint file name. `meta` holds free-form run settings.
-- `train` lists one record per logged training interval, in the order they were written.
-- `validation` maps each validation set name to its records, in the order they were written.
+- Train records and the records of each validation set are in the order they were written.
+  A line of a kind this lmplay does not know is kept (`RunStats.other`), not refused.
 - Every record is an object with at least `samples`, `tokens` (counters since the start of the
   run, so they grow from record to record) and `loss` (a number, or `null` when it was not
   finite). All other keys are optional, and readers keep keys they do not know.
+- A last line without its newline is a write in progress (or cut short by a crash) and is
+  left out; the resumed run truncates the file to the records its checkpoint counted.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import orjson
 from lmplay.errors import UsageError
 
 FORMAT = "lmplay-stats"
-VERSION = 1
-STATS_SUFFIX = ".stats.json"
+VERSION = 2
+STATS_SUFFIX = ".stats.jsonl"
+LEGACY_SUFFIX = ".stats.json"  # format version 1: one JSON document
+STATS_SUFFIXES = (STATS_SUFFIX, LEGACY_SUFFIX)
 REQUIRED_KEYS = ("samples", "tokens", "loss")
 
 
@@ -54,6 +61,7 @@ class RunStats:
     train: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     version: int = VERSION
+    other: list[dict[str, Any]] = field(default_factory=list)  # lines of unknown kinds, as read
 
     @property
     def tokens(self) -> int:
@@ -61,17 +69,28 @@ class RunStats:
         records = [*self.train, *(r for recs in self.validation.values() for r in recs)]
         return max((int(r["tokens"]) for r in records), default=0)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "run": self.run,
-            "exp": self.exp,
-            "model": self.model,
-            "meta": self.meta,
-            "train": self.train,
-            "validation": self.validation,
-        }
+    def header(self) -> dict[str, Any]:
+        return header(self.run, self.exp, self.model, self.meta)
+
+
+def header(run: str, exp: str, model: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The first line of a stats file."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "run": run,
+        "exp": exp,
+        "model": model,
+        "meta": meta,
+    }
+
+
+def train_line(record: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "train", "record": record}
+
+
+def validation_line(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "validation", "set": name, "record": record}
 
 
 def load_stats(path: Path) -> RunStats:
@@ -81,10 +100,68 @@ def load_stats(path: Path) -> RunStats:
         raw = path.read_bytes()
     except OSError as e:
         raise UsageError(f"{path}: cannot read stats file: {e.strerror or e}") from e
+    first = _json_lines_header(raw)
+    if first is None:
+        return _load_document(path, raw)
+    head, lines = read_lines(path, raw)
+    return stats_from_lines(path, head, lines)
+
+
+def read_lines(path: Path, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and the record lines of a JSON Lines stats file's bytes, checked.
+
+    An unterminated last line (a write in progress, or cut short) is left out.
+    """
+    head = _json_lines_header(raw)
+    if head is None:
+        raise UsageError(f"{path}: not an lmplay stats file (no JSON Lines header)")
+    _check_header(head, path)
+    body = raw.split(b"\n")[1:-1]  # [-1]: empty after the last newline, or an unfinished line
+    lines: list[dict[str, Any]] = []
+    for number, text in enumerate(body, start=2):
+        if not text.strip():
+            continue
+        try:
+            line = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise UsageError(f"{path}: line {number} is not valid JSON: {e}") from e
+        if not isinstance(line, dict) or not isinstance(line.get("kind"), str):
+            raise UsageError(f'{path}: line {number} is not an object with a "kind"')
+        if line["kind"] in ("train", "validation"):
+            where = f"line {number}"
+            _records([line.get("record")], where, path)
+            if line["kind"] == "validation" and not isinstance(line.get("set"), str):
+                raise UsageError(f'{path}: line {number}: a validation line needs a "set" name')
+        lines.append(line)
+    return head, lines
+
+
+def stats_from_lines(path: Path, head: dict[str, Any], lines: list[dict[str, Any]]) -> RunStats:
+    stats = _stats_from_header(path, head)
+    for line in lines:
+        if line["kind"] == "train":
+            stats.train.append(line["record"])
+        elif line["kind"] == "validation":
+            stats.validation.setdefault(line["set"], []).append(line["record"])
+        else:
+            stats.other.append(line)
+    return stats
+
+
+def _json_lines_header(raw: bytes) -> dict[str, Any] | None:
+    """The first line when it is a version-2+ header, else None (a version 1 document)."""
+    first = raw.split(b"\n", 1)[0]
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise UsageError(f"{path}: not valid JSON (truncated or corrupted?): {e}") from e
+        doc = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return None
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if not isinstance(version, int) or version < 2 or "train" in doc or "validation" in doc:
+        return None
+    return doc
+
+
+def _check_header(doc: Any, path: Path) -> int:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UsageError(f'{path}: not an lmplay stats file (no "format": "{FORMAT}")')
     version = doc.get("version")
@@ -94,7 +171,11 @@ def load_stats(path: Path) -> RunStats:
         raise UsageError(
             f"{path}: stats format version {version} is newer than this lmplay reads ({VERSION})"
         )
-    stem = path.name.removesuffix(STATS_SUFFIX)
+    return version
+
+
+def _stats_from_header(path: Path, doc: dict[str, Any]) -> RunStats:
+    stem = path.name.removesuffix(STATS_SUFFIX).removesuffix(LEGACY_SUFFIX)
     meta = doc.get("meta", {})
     if not isinstance(meta, dict):
         raise UsageError(f'{path}: "meta" must be an object')
@@ -104,14 +185,26 @@ def load_stats(path: Path) -> RunStats:
         exp=_text(doc, "exp", "", path),
         model=_text(doc, "model", "", path),
         meta=meta,
-        train=_records(doc.get("train", []), "train", path),
-        validation=_validation(doc.get("validation", {}), path),
-        version=version,
+        version=doc["version"],
     )
 
 
+def _load_document(path: Path, raw: bytes) -> RunStats:
+    """Format version 1: the whole run as one JSON document."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise UsageError(f"{path}: not valid JSON (truncated or corrupted?): {e}") from e
+    _check_header(doc, path)
+    stats = _stats_from_header(path, doc)
+    stats.train = _records(doc.get("train", []), "train", path)
+    stats.validation = _validation(doc.get("validation", {}), path)
+    return stats
+
+
 def find_stats_files(locations: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """Files named directly, plus `*.stats.json` found recursively under folders.
+    """Files named directly, plus `*.stats.jsonl` and `*.stats.json` found recursively under
+    folders.
 
     Returns `(files, missing)`: the files in a stable order without duplicates, and the
     locations that do not exist.
@@ -120,7 +213,8 @@ def find_stats_files(locations: Iterable[Path]) -> tuple[list[Path], list[Path]]
     missing: list[Path] = []
     for location in map(Path, locations):
         if location.is_dir():
-            files.extend(sorted(p for p in location.rglob(f"*{STATS_SUFFIX}") if p.is_file()))
+            found = (p for suffix in STATS_SUFFIXES for p in location.rglob(f"*{suffix}"))
+            files.extend(sorted(p for p in found if p.is_file()))
         elif location.exists():
             files.append(location)
         else:

@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -34,7 +34,6 @@ from lmplay import __version__
 from lmplay.atomic import atomic_write, remove_stale_temps
 from lmplay.errors import CheckpointError
 from lmplay.models import ModelArgs, get_experiment
-from lmplay.state import Stateful
 from lmplay.train.components import ModelState
 
 FORMAT = "lmplay-checkpoint"
@@ -44,6 +43,14 @@ REQUIRED_COMPONENTS = ("model",)
 _RENAMED_IN_V2 = {"optimizers": "optimizer", "lr_schedulers": "lr_schedule", "curriculum": "plan"}
 # Anything a malformed piece of a checkpoint can raise while a component reads it.
 _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
+
+
+class Stateful(Protocol):
+    """Anything whose progress must survive an interrupt owns its state."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass

@@ -88,9 +88,10 @@ class StepState:
 
     def __init__(self, step: Callable[[], int]) -> None:
         self._step = step
+        self.warmup_from = 0  # the step a fresh optimizer (--ignore-optimizer) began at
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self._step()}
+        return {"step": self._step(), "warmup_from": self.warmup_from}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         stored = state["step"]
@@ -98,3 +99,7 @@ class StepState:
             raise ValueError(
                 f"schedule step {stored!r} disagrees with the run's step {self._step()}"
             )
+        warmup_from = state.get("warmup_from", 0)  # absent before --ignore-optimizer warmed up
+        if not isinstance(warmup_from, int) or not 0 <= warmup_from <= stored:
+            raise ValueError(f"schedule warmup_from {warmup_from!r} is not a step up to {stored}")
+        self.warmup_from = warmup_from

@@ -1,6 +1,6 @@
 """Learning rate as a pure function of the optimizer step: warmup, then constant or decay.
 
-Nothing but the step count needs restoring on resume.
+Nothing but the step count (and the step a fresh optimizer began at) needs restoring on resume.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ class Schedule:
     kind: str = "constant"  # constant | cosine | linear
     min_lr: float = 0.0
     decay_steps: int | None = None  # steps after warmup over which to decay to min_lr
+    # `--ignore-optimizer` starts fresh moments on trained weights at this step: the warmup runs
+    # again from here, scaling the decayed LR, so the new optimizer is not hit at full LR.
+    warmup_from: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -25,10 +28,17 @@ class Schedule:
 
 def lr_at(step: int, schedule: Schedule) -> float:
     """LR for optimizer step `step` (0-based: the first update uses lr_at(0))."""
-    if step < schedule.warmup_steps:
-        start = schedule.peak_lr * schedule.warmup_start_fraction
-        return start + (schedule.peak_lr - start) * step / schedule.warmup_steps
-    if schedule.kind == "constant" or not schedule.decay_steps:
+    since = step - schedule.warmup_from
+    if 0 <= since < schedule.warmup_steps:
+        target = _after_warmup(step, schedule)
+        start = target * schedule.warmup_start_fraction
+        return start + (target - start) * since / schedule.warmup_steps
+    return _after_warmup(step, schedule)
+
+
+def _after_warmup(step: int, schedule: Schedule) -> float:
+    """The LR the schedule holds at `step` once warmed up: the peak, or its decay."""
+    if step < schedule.warmup_steps or schedule.kind == "constant" or not schedule.decay_steps:
         return schedule.peak_lr
     progress = min(1.0, (step - schedule.warmup_steps) / schedule.decay_steps)
     if schedule.kind == "cosine":

@@ -19,7 +19,7 @@ from torch import nn
 
 from lmplay.config import DEFAULT_OUT_DIR, RunConfig
 from lmplay.errors import CheckpointError, UsageError
-from lmplay.models import ModelArgs, get_experiment
+from lmplay.models import ModelArgs, canonical_name, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
@@ -181,6 +181,7 @@ def build_session(cfg: RunConfig) -> Session:
         notes.extend(checkpoint_map.load(stored, source, skip))
     if not keep_history:
         stats.reset()
+    schedule = _restarted_warmup(schedule, checkpoint_map, runner, source, stored, cfg, notes)
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
@@ -259,7 +260,6 @@ def _components_to_skip(
     skip: set[str] = set()
     if cfg.optim.ignore_optimizer or "optimizer" not in stored:
         skip.add("optimizer")
-        notes.append("fresh optimizer state (weights loaded); LR warmup recommended")
     else:
         _check_optimizer_name(stored["optimizer"], cfg, source)
     if not keep_history:
@@ -267,6 +267,32 @@ def _components_to_skip(
     elif "grad_scaler" not in stored:
         skip.add("grad_scaler")  # fp16 switched on for a run that had none: a fresh scale
     return skip
+
+
+def _restarted_warmup(
+    schedule: Schedule,
+    checkpoint_map: CheckpointMap,
+    runner: RunnerState,
+    source: Path | None,
+    stored: dict[str, Any],
+    cfg: RunConfig,
+    notes: list[str],
+) -> Schedule:
+    """The schedule with its warmup starting where this run's optimizer started.
+
+    A fresh optimizer on trained weights (`--ignore-optimizer`, or a checkpoint without one)
+    warms up again from the run's current step; a resumed run keeps the start its checkpoint
+    stored, so a warmup interrupted half way goes on where it was.
+    """
+    position = checkpoint_map.entries["lr_schedule"].stateful
+    assert isinstance(position, StepState)
+    if source is not None and (cfg.optim.ignore_optimizer or "optimizer" not in stored):
+        position.warmup_from = runner.step
+        warmup = f"; LR warmup restarts at step {runner.step}" if schedule.warmup_steps else ""
+        notes.append(f"fresh optimizer state (weights loaded){warmup}")
+    restarted = dataclasses.replace(schedule, warmup_from=position.warmup_from)
+    checkpoint_map.entries["lr_schedule"].state_args = restarted.to_dict()
+    return restarted
 
 
 def _model_identity(
@@ -281,7 +307,7 @@ def _model_identity(
     if not isinstance(raw_args, dict):
         raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
     args = ModelArgs.from_dict(raw_args)
-    if exp != cfg.model.exp:
+    if canonical_name(str(exp)) != canonical_name(cfg.model.exp):
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
             f"pass --exp {exp}, or a different --model to start a new run"

@@ -158,26 +158,6 @@ def train_step(
     )
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    samples: list[Sample],
-    batch_size: int,
-    device: torch.device,
-    precision: Precision,
-) -> tuple[float, float, int]:
-    """Per-token mean loss and accuracy over `samples`: (loss, accuracy, loss_tokens)."""
-    loss_total, correct_total, tokens = 0.0, 0, 0
-    loss_model = as_loss_model(model)
-    for chunk in split_mini_batches(samples, batch_size):
-        mini = _to_device(collate(chunk), device)
-        loss_sum, correct = token_losses(loss_model, mini, precision)
-        loss_total += float(loss_sum)
-        correct_total += int(correct)
-        tokens += mini.loss_tokens
-    return loss_total / tokens, correct_total / tokens, tokens
-
-
 def parameters_without_grad(model: nn.Module) -> list[str]:
     """Trainable parameters the loss did not reach: usually a wiring bug in a new architecture."""
     return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]

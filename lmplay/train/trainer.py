@@ -26,8 +26,6 @@ from lmplay.train.signals import StopRequest, pause_point
 from lmplay.train.step import StepResult, train_step
 from lmplay.train.validation import score_validation_set, validation_example
 
-EXIT_DIVERGED = 3
-
 
 class TrainingDiverged(RuntimeError):
     pass

@@ -18,13 +18,13 @@ STEPS = 3
 @pytest.mark.slow
 def test_two_architectures_train_and_plot_side_by_side(tmp_path: Path) -> None:
     one_stage_plan(tmp_path, documents=40)
-    for exp in EXPS:  # default checkpoint: out/<exp>.lmp, stats: out/<exp>.stats.json
+    for exp in EXPS:  # default checkpoint: out/<exp>.lmp, stats: out/<exp>.stats.jsonl
         args = ["--training-plan", "plan.json", "--out-dir", "out", "--exp", exp, *TINY_FLAGS,
                 "--max-steps", str(STEPS), "--validation-interval", "8"]  # fmt: skip
         result = run_cli("trainer", args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "out" / f"{exp}.lmp").is_file()
-    stats = {exp: load_stats(tmp_path / "out" / f"{exp}.stats.json") for exp in EXPS}
+    stats = {exp: load_stats(tmp_path / "out" / f"{exp}.stats.jsonl") for exp in EXPS}
     assert {exp: s.exp for exp, s in stats.items()} == {exp: exp for exp in EXPS}
     # Same plan, same data order: both runs saw the same tokens at every step.
     assert stats["gpt2ish"].tokens == stats["modern"].tokens > 0

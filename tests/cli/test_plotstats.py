@@ -35,7 +35,7 @@ def test_no_stats_files_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "error: no *.stats.json files found in: empty, elsewhere (missing)"
+        "error: no *.stats.jsonl or *.stats.json files found in: empty, elsewhere (missing)"
     ]
 
 
@@ -47,7 +47,7 @@ def test_default_location_is_out_gpt(tmp_path: Path) -> None:
 
 def test_only_a_truncated_file_is_exit_2_naming_it(tmp_path: Path) -> None:
     bad = _write_run(tmp_path / "runs" / "bad.stats.json", "bad", 3)
-    bad.write_bytes(bad.read_bytes()[:40])
+    bad.write_bytes(bad.read_bytes()[:40])  # inside the header line
     result = _cli("runs", cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -55,16 +55,17 @@ def test_only_a_truncated_file_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert lines[0].startswith("error: runs/bad.stats.json: not valid JSON")
 
 
-def test_truncated_file_is_skipped_when_a_good_one_remains(
+def test_corrupted_file_is_skipped_when_a_good_one_remains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _write_run(tmp_path / "good.stats.json", "good", 4)
-    bad = _write_run(tmp_path / "bad.stats.json", "bad", 3)
-    bad.write_bytes(bad.read_bytes()[:-10])
+    _write_run(tmp_path / "good.stats.jsonl", "good", 4)
+    bad = _write_run(tmp_path / "bad.stats.jsonl", "bad", 3)
+    lines = bad.read_bytes().split(b"\n")
+    bad.write_bytes(b"\n".join([*lines[:2], b'{"kind": "tr', *lines[3:]]))
     assert main([str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert len(err.splitlines()) == 1
-    assert err.startswith(f"warning: skipped {bad}: not valid JSON")
+    assert err.startswith(f"warning: skipped {bad}: line 3 is not valid JSON")
     assert str(tmp_path / "loss.png") in out.splitlines()
     manifest = orjson.loads((tmp_path / "plots.json").read_bytes())
     assert [r["run"] for r in manifest["runs"]] == ["good"]

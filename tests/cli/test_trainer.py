@@ -63,7 +63,7 @@ def test_argparse_errors_also_exit_2(capsys: pytest.CaptureFixture) -> None:
 def test_exp_list_prints_every_architecture(capsys: pytest.CaptureFixture) -> None:
     assert main(["--exp", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("gpt2ish", "gpt2ish_med", "modern", "resscale"):
+    for name in ("gpt2ish", "gpt2ish_124m", "modern", "resscale"):
         assert name in out
 
 
@@ -108,13 +108,13 @@ def test_run_writes_checkpoint_stats_and_resumes(plan_dir: Path) -> None:
     components = load_final(checkpoint)
     assert components["runner"]["state"]["step"] == 3
     assert components["model"]["state_args"]["exp"] == "gpt2ish"
-    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.json")
+    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1, 2, 3]
     assert stats.validation["corpus"][0]["samples"] == 0
     second = train(plan_dir, "out", "--max-steps", "5")
     assert second.returncode == 0, second.stderr
     assert "resumed from out/gpt2ish.lmp at step 3" in second.stderr
-    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.json")
+    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5]
 
 
@@ -126,8 +126,8 @@ def test_eight_steps_equal_four_plus_resume_plus_four(plan_dir: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     straight, split = plan_dir / "straight", plan_dir / "split"
     assert_bitwise_equal(load_final(straight / "gpt2ish.lmp"), load_final(split / "gpt2ish.lmp"))
-    assert records_without_timing(straight / "gpt2ish.stats.json") == records_without_timing(
-        split / "gpt2ish.stats.json"
+    assert records_without_timing(straight / "gpt2ish.stats.jsonl") == records_without_timing(
+        split / "gpt2ish.stats.jsonl"
     )
 
 
@@ -153,8 +153,8 @@ def test_sigint_saves_and_rerun_finishes_bit_identical(plan_dir: Path) -> None:
     rerun = train(plan_dir, "interrupted", *common)
     assert rerun.returncode == 0, rerun.stderr
     assert_bitwise_equal(load_final(plan_dir / "straight" / "gpt2ish.lmp"), load_final(checkpoint))
-    assert records_without_timing(plan_dir / "straight" / "gpt2ish.stats.json") == (
-        records_without_timing(plan_dir / "interrupted" / "gpt2ish.stats.json")
+    assert records_without_timing(plan_dir / "straight" / "gpt2ish.stats.jsonl") == (
+        records_without_timing(plan_dir / "interrupted" / "gpt2ish.stats.jsonl")
     )
 
 

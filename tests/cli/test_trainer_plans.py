@@ -50,7 +50,7 @@ def test_three_stage_plan_runs_to_the_end(tmp_path: Path) -> None:
         assert (out / f"gpt2ish.{stage}.lmp").is_file(), stage
     progress = progress_of(out / "gpt2ish.lmp")
     assert progress["stage_index"] == 3 and len(progress["completed"]) == 3
-    stats = load_stats(out / "gpt2ish.stats.json")
+    stats = load_stats(out / "gpt2ish.stats.jsonl")
     assert stages_in_order(stats.train) == ["simple", "mixed", "qa"]
     assert [r["steps"] for r in stats.train] == list(range(1, len(stats.train) + 1))
     # Every dataset that holds rows out is validated; 'qa' holds out the plan's default 2 %.
@@ -85,7 +85,7 @@ def test_changed_plan_is_refused_then_adopted_with_override_plan(tmp_path: Path)
     assert adopted.returncode == 0, adopted.stderr
     assert "note: plan changed (--override-plan): starting at stage 2 'mixed'" in adopted.stderr
     assert (out / "gpt2ish.simple.lmp").read_bytes() == simple_checkpoint  # not trained again
-    stats = load_stats(out / "gpt2ish.stats.json")
+    stats = load_stats(out / "gpt2ish.stats.jsonl")
     assert [r["stage"] for r in stats.train] == ["simple"] * 5 + ["mixed"] * 5
     assert [r["steps"] for r in stats.train] == list(range(1, 11))
     # 'mixed' started over: its cursor counts the 2 steps since the switch, not 5.
@@ -106,7 +106,7 @@ def test_saved_datasets_are_used_when_the_originals_are_gone(tmp_path: Path) -> 
     result = train(tmp_path, "--max-steps", "2")
     assert result.returncode == 0, result.stderr
     assert f"dataset 'corpus': reading the saved copy {copies[0]}" in result.stderr
-    assert load_stats(tmp_path / "out" / "gpt2ish.stats.json").train[-1]["steps"] == 2
+    assert load_stats(tmp_path / "out" / "gpt2ish.stats.jsonl").train[-1]["steps"] == 2
 
 
 @pytest.mark.slow

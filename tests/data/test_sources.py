@@ -17,7 +17,6 @@ from lmplay.data.sources import (
     SourceSpec,
     hub_reachable,
     load_source,
-    save_source,
     source_fingerprint,
 )
 from lmplay.errors import HubUnavailableError, UsageError
@@ -270,25 +269,6 @@ def test_cached_hub_dataset_loads_without_the_hub(
 
 
 # --- saving and fingerprints ---------------------------------------------------------------
-
-
-def test_saved_source_loads_back_identically(tmp_path: Path) -> None:
-    rows = [{"q": "Q1?", "a": " A1."}, {"q": "Q2?", "a": " A2."}]
-    path = write_jsonl(tmp_path / "qa.jsonl", rows)
-    spec = SourceSpec(name="qa", files=(str(path),), prompt_column="q", truth_column="a")
-    folder = save_source(spec, tmp_path / "saved")
-    assert folder == tmp_path / "saved" / "qa"
-    save_source(spec, tmp_path / "saved")  # replacing an earlier copy works
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["qa"]
-    back = load_source(
-        SourceSpec(name="qa", files=(str(folder),), prompt_column="prompt", truth_column="truth")
-    )
-    assert rows_of(back) == rows_of(load_source(spec))
-
-
-def test_save_refuses_a_name_that_is_not_a_folder_name(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"folder name"):
-        save_source(SourceSpec(name="../up", bundled="shakespeare"), tmp_path)
 
 
 def test_fingerprint_is_stable_and_tracks_the_definition() -> None:

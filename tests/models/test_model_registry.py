@@ -24,7 +24,14 @@ def scratch_registry(monkeypatch):
 def test_names_are_sorted_and_include_presets():
     names = experiment_names()
     assert names == sorted(names)
-    for expected in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "modern", "resscale"):
+    for expected in (
+        "gpt2ish",
+        "gpt2ish_124m",
+        "gpt2ish_355m",
+        "modern",
+        "modern_162m",
+        "resscale",
+    ):
         assert expected in names
 
 
@@ -91,7 +98,7 @@ def test_register_rejects_duplicates_and_incomplete_sizes(scratch_registry):
 
 
 def _table_params(table: str) -> dict[str, int]:
-    rows = table.splitlines()[1:]
+    rows = table.split("\n\n")[0].splitlines()[1:]  # the aliases follow a blank line
     return {row.split()[0]: int(row.split()[5].replace(",", "")) for row in rows}
 
 
@@ -105,14 +112,14 @@ def test_describe_counts_match_built_models():
         assert count == sum(p.numel() for p in model.parameters()), name
 
 
-def test_gpt2ish_med_is_gpt2_small():
-    exp = get_experiment("gpt2ish_med")
+def test_gpt2ish_124m_is_gpt2_small():
+    exp = get_experiment("gpt2ish_124m")
     # The published parameter count of GPT-2 small (124M) with its tied head.
     assert exp.num_params(exp.args()) == 124_439_808
 
 
 def test_flops_estimate_matches_exact_count_for_gpt2():
-    exp = get_experiment("gpt2ish_med")
+    exp = get_experiment("gpt2ish_124m")
     args = exp.args()
     L, d, T, V = args.num_blocks, args.embed_dim, args.context_len, args.vocab_size
     expected = 6 * (12 * L * d * d + d * V) + 12 * L * d * T
@@ -120,6 +127,25 @@ def test_flops_estimate_matches_exact_count_for_gpt2():
 
 
 def test_meta_build_allocates_nothing():
-    exp = get_experiment("gpt2ish_large")
+    exp = get_experiment("gpt2ish_355m")
     model = exp.build_meta(exp.args())
     assert all(p.device == torch.device("meta") for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("gpt2ish_med", "gpt2ish_124m"),
+        ("gpt2ish_large", "gpt2ish_355m"),
+        ("modern_med", "modern_162m"),
+    ],
+)
+def test_an_old_name_still_works_and_warns_once(old, new, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "_WARNED", set())
+    assert get_experiment(old) is get_experiment(new)
+    get_experiment(old)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: --exp {old} is the old name of {new}; use --exp {new}"
+    ]
+    assert f"{old} -> {new}" in describe_experiments().split("\n\n")[1]
+    assert old not in experiment_names()

@@ -60,13 +60,31 @@ def test_parse_defaults_and_fractional_epochs() -> None:
     assert plan.datasets["a"].validation_fraction == 0.02
 
 
-def test_steps_is_a_synonym_and_repeated_stages_get_numbered() -> None:
+def test_old_steps_key_still_reads_with_a_warning_and_repeats_get_numbered(capsys) -> None:
     raw = base_plan()
     raw["steps"] = [{"datasets": ["a"]}, {"datasets": ["a"]}]
     del raw["stages"]
     plan = parse_plan(raw, origin="p.json")
     assert [s.name for s in plan.stages] == ["a-1", "a-2"]
     assert plan.stages[0].fingerprint(plan) != plan.stages[1].fingerprint(plan)
+    assert "'steps' is the old name of 'stages'" in capsys.readouterr().err
+    assert "steps" not in plan.raw and len(plan.raw["stages"]) == 2  # what checkpoints store
+
+
+def test_original_lmplay_stage_spellings_read_as_canonical_stages(capsys) -> None:
+    canonical = base_plan()
+    canonical["stages"] = [{"name": "warm", "datasets": ["a"], "epochs": 0.5}]
+    one_stage = {k: v for k, v in base_plan().items() if k != "stages"}
+    one_stage["stage"] = {"name": "warm", "dataset": "a", "epochs": 0.5}
+    keyed = {**one_stage, "stages": [{"warm": {"dataset": ["a"], "epochs": 0.5}}]}
+    del keyed["stage"]
+    expected = parse_plan(canonical, origin="p.json")
+    for raw in (one_stage, keyed):
+        plan = parse_plan(raw, origin="p.json")
+        assert plan.stages == expected.stages and plan.raw == expected.raw
+    assert capsys.readouterr().err == ""  # documented spellings, not old names
+    with pytest.raises(UsageError, match="give one of 'stages', 'stage', not several"):
+        parse_plan({**canonical, "stage": one_stage["stage"]}, origin="p.json")
 
 
 def test_fingerprint_changes_with_the_stage_definition() -> None:

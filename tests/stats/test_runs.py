@@ -6,6 +6,8 @@ import pytest
 from lmplay.errors import UsageError
 from lmplay.stats.runs import FORMAT, find_stats_files, load_stats
 
+HEADER = orjson.dumps({"format": FORMAT, "version": 2, "run": "r"}) + b"\n"
+
 
 def _write(path: Path, doc: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,15 @@ def test_run_name_defaults_to_file_stem(tmp_path: Path) -> None:
         (b'{"format": "lmplay-stats", "version": 1, "train": [{"sam', "not valid JSON"),
         (orjson.dumps({"format": "other"}), "not an lmplay stats file"),
         (orjson.dumps([1, 2]), "not an lmplay stats file"),
-        (orjson.dumps(_doc(version=2)), "newer"),
+        (orjson.dumps(_doc(version=3)), "newer"),
+        (HEADER + b'{"kind": "train", "record": {"samples": 1}}\n', "line 2 .*'tokens'"),
+        (HEADER + b"[1]\n", 'line 2 is not an object with a "kind"'),
+        (HEADER + b"{oops\n", "line 2 is not valid JSON"),
+        (
+            HEADER + b'{"kind": "validation", "record": {"samples": 1, "tokens": 1, "loss": 1}}\n',
+            'needs a "set"',
+        ),
+        (orjson.dumps({"format": "lmplay-stats", "version": 3}) + b"\n", "newer"),
         (orjson.dumps(_doc(train=[{"samples": 1, "loss": 2.0}])), "'tokens'"),
         (orjson.dumps(_doc(train={"a": 1})), "must be a list"),
         (orjson.dumps(_doc(validation=[])), "validation"),
@@ -68,10 +78,30 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
         load_stats(tmp_path / "nope.stats.json")
 
 
+def test_json_lines_files_read_like_version_1_documents(tmp_path: Path) -> None:
+    doc = _doc()
+    lines = [
+        {"kind": "train", "record": doc["train"][0]},
+        {"kind": "validation", "set": "v", "record": doc["validation"]["v"][0]},
+        {"kind": "stop", "reason": "done"},
+    ]
+    path = tmp_path / "r.stats.jsonl"
+    head = {k: v for k, v in doc.items() if k not in ("train", "validation")} | {"version": 2}
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in [head, *lines]))
+    new, old = load_stats(path), load_stats(_write(tmp_path / "r.stats.json", doc))
+    assert (new.train, new.validation, new.meta, new.run) == (
+        old.train,
+        old.validation,
+        old.meta,
+        "r",
+    )
+    assert new.other == [lines[2]] and old.other == []
+
+
 def test_find_stats_files_recurses_dedups_and_reports_missing(tmp_path: Path) -> None:
     a = _write(tmp_path / "x" / "a.stats.json", _doc())
-    b = _write(tmp_path / "x" / "deep" / "b.stats.json", _doc())
+    b = _write(tmp_path / "x" / "deep" / "b.stats.jsonl", _doc())
     _write(tmp_path / "x" / "notes.json", {})
     files, missing = find_stats_files([tmp_path / "x", a, tmp_path / "gone"])
-    assert files == [a, b]
+    assert sorted(files) == sorted([a, b]) and len(files) == 2
     assert missing == [tmp_path / "gone"]

@@ -212,7 +212,7 @@ def test_trainer_killed_mid_training_resumes_by_rerun(tmp_path: Path) -> None:
     steps = final["runner"]["state"]["step"]
     assert steps > killed_at
     assert final["plan"]["state"]["stage_index"] == 1  # the plan is done
-    stats = load_stats(tmp_path / "out" / "gpt2ish.stats.json")
+    stats = load_stats(tmp_path / "out" / "gpt2ish.stats.jsonl")
     assert [r["steps"] for r in stats.train] == list(range(1, steps + 1))  # none lost, none twice
     assert len(list((tmp_path / "out").glob("gpt2ish.step*.lmp"))) == 2
     assert [p.name for p in (tmp_path / "out").glob(".*")] == []  # stale temp files removed

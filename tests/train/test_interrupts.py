@@ -182,7 +182,7 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
         (signal.SIGKILL, "stage_end:1", None),  # a crash after the last step of stage 2
     ]
     straight = baseline / "straight"
-    train = load_stats(straight / "gpt2ish.stats.json").train
+    train = load_stats(straight / "gpt2ish.stats.jsonl").train
     out = baseline / "interrupted"
     checkpoint = out / "gpt2ish.lmp"
     last_step = 0
@@ -210,8 +210,8 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
     run_to_end(baseline, trainer_args("interrupted"))
 
     assert_bitwise_equal(components(straight / "gpt2ish.lmp"), components(checkpoint))
-    assert records_without_timing(straight / "gpt2ish.stats.json") == records_without_timing(
-        out / "gpt2ish.stats.json"
+    assert records_without_timing(straight / "gpt2ish.stats.jsonl") == records_without_timing(
+        out / "gpt2ish.stats.jsonl"
     )
     for stage in STAGES:
         name = f"gpt2ish.{stage}.lmp"
@@ -226,7 +226,7 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
 @pytest.mark.slow
 def test_keep_last_and_stage_checkpoints(baseline: Path) -> None:
     straight = baseline / "straight"
-    train = load_stats(straight / "gpt2ish.stats.json").train
+    train = load_stats(straight / "gpt2ish.stats.jsonl").train
     newest = saved_steps(train, save_interval=8)[-KEEP_LAST:]
     rolling = sorted(straight.glob("gpt2ish.step*.lmp"))
     assert [p.name for p in rolling] == [f"gpt2ish.step{step:08d}.lmp" for step in newest]
@@ -263,7 +263,7 @@ def test_reset_history_keeps_weights_and_restarts_progress(baseline: Path) -> No
     assert saved["runner"]["state"]["step"] == 1
     assert saved["plan"]["state"]["stage_index"] == 0
     assert saved["plan"]["state"]["completed"] == []
-    stats = load_stats(baseline / "reset" / "gpt2ish.stats.json")
+    stats = load_stats(baseline / "reset" / "gpt2ish.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1]
     assert stats.train[0]["stage"] == "simple"
     assert stats.validation.keys() == expected.keys()
@@ -285,6 +285,6 @@ def test_initial_model_is_read_and_never_written(baseline: Path) -> None:
     saved = components(baseline / "from_initial" / "gpt2ish.lmp")
     assert saved["runner"]["state"]["step"] == start + 1
     # The step after the stage checkpoint is the very step the uninterrupted run took there.
-    straight = records_without_timing(baseline / "straight" / "gpt2ish.stats.json")[0]
-    continued = records_without_timing(baseline / "from_initial" / "gpt2ish.stats.json")[0]
+    straight = records_without_timing(baseline / "straight" / "gpt2ish.stats.jsonl")[0]
+    continued = records_without_timing(baseline / "from_initial" / "gpt2ish.stats.jsonl")[0]
     assert continued[-1] == straight[start]

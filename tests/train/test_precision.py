@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan, run_cli
+from lmp_testing import TINY_FLAGS, evaluate, one_stage_plan, run_cli
 from test_step import ragged_samples
 
 from lmplay.config import RunConfig, SystemConfig
@@ -12,7 +12,7 @@ from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.optim import build_optimizer
 from lmplay.train.session import resolve_precision
-from lmplay.train.step import Precision, evaluate, train_step
+from lmplay.train.step import Precision, train_step
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

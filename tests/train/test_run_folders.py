@@ -27,7 +27,7 @@ def test_a_plan_is_named_by_its_built_in_name_or_file_stem(training_plan: str, l
 def test_default_paths_include_the_plan_and_an_explicit_out_dir_does_not() -> None:
     default = RunConfig(data=DataConfig(training_plan="plans/wiki.json"))
     assert default.model_path() == Path("out_gpt/wiki/gpt2ish.lmp")
-    assert default.stats_path() == Path("out_gpt/wiki/gpt2ish.stats.json")
+    assert default.stats_path() == Path("out_gpt/wiki/gpt2ish.stats.jsonl")
     explicit = RunConfig(io=RunIOConfig(out_dir="runs"))
     assert explicit.model_path() == Path("runs/gpt2ish.lmp")
 
@@ -51,7 +51,7 @@ def test_two_plans_are_two_runs_each_resumable(
     assert main(["--training-plan", first, *FLAGS, "--max-steps", "1"]) == 0
     assert main(["--training-plan", second, *FLAGS, "--max-steps", "1"]) == 0
     assert (tmp_path / "out_gpt/first/gpt2ish.lmp").is_file()
-    assert (tmp_path / "out_gpt/first/gpt2ish.stats.json").is_file()
+    assert (tmp_path / "out_gpt/first/gpt2ish.stats.jsonl").is_file()
     assert (tmp_path / "out_gpt/second/gpt2ish.lmp").is_file()
     capsys.readouterr()
     assert main(["--training-plan", first, *FLAGS, "--max-steps", "2"]) == 0
@@ -65,7 +65,7 @@ def test_an_old_layout_checkpoint_is_refused_with_the_command_that_moves_it(
     plan, other = _plan(tmp_path, "first"), _plan(tmp_path, "other")
     assert main(["--training-plan", plan, *FLAGS, "--max-steps", "1"]) == 0
     out = tmp_path / "out_gpt"
-    for name in ("gpt2ish.lmp", "gpt2ish.stats.json"):
+    for name in ("gpt2ish.lmp", "gpt2ish.stats.jsonl"):
         (out / "first" / name).rename(out / name)  # where lmplay 0.1 wrote them
     (out / "first").rmdir()
     before = (out / "gpt2ish.lmp").read_bytes()
@@ -85,7 +85,7 @@ def test_an_old_layout_checkpoint_is_refused_with_the_command_that_moves_it(
     subprocess.run(["bash", "-c", move], check=True, cwd=tmp_path)
     assert sorted(p.name for p in (out / "first").iterdir()) == [
         "gpt2ish.lmp",
-        "gpt2ish.stats.json",
+        "gpt2ish.stats.jsonl",
     ]
     capsys.readouterr()
     assert main(["--training-plan", plan, *FLAGS, "--max-steps", "2"]) == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from lmplay.train.schedule import Schedule, lr_at
@@ -22,7 +20,7 @@ def test_no_warmup_starts_at_peak() -> None:
 def test_cosine_decays_to_min_lr_after_warmup() -> None:
     schedule = Schedule(peak_lr=1.0, warmup_steps=2, kind="cosine", min_lr=0.1, decay_steps=10)
     assert lr_at(2, schedule) == pytest.approx(1.0)
-    assert lr_at(7, schedule) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(7, schedule) == pytest.approx(0.55)  # half way: the mean of peak and floor
     assert lr_at(12, schedule) == pytest.approx(0.1)
     assert lr_at(500, schedule) == pytest.approx(0.1)
 
@@ -40,3 +38,16 @@ def test_resuming_needs_only_the_step() -> None:
         lr_at(step, restored) for step in range(25, 60)
     ]
     assert resumed == uninterrupted
+
+
+def test_a_restarted_warmup_ramps_the_decayed_lr_from_its_start_step() -> None:
+    base = Schedule(
+        peak_lr=1.0, warmup_steps=4, warmup_start_fraction=0.5, kind="linear", decay_steps=20
+    )
+    restarted = Schedule(**{**base.to_dict(), "warmup_from": 10})
+    assert [lr_at(s, restarted) for s in range(4, 10)] == [lr_at(s, base) for s in range(4, 10)]
+    decayed = [lr_at(s, base) for s in range(10, 16)]  # 0.7, 0.65, ... on the original decay
+    ramp = [0.5, 0.625, 0.75, 0.875, 1, 1]
+    assert [lr_at(s, restarted) for s in range(10, 16)] == pytest.approx(
+        [d * r for d, r in zip(decayed, ramp, strict=True)]
+    )

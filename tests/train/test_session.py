@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from lmplay.config import (
     SystemConfig,
 )
 from lmplay.errors import UsageError
+from lmplay.train.schedule import lr_at
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer
 
@@ -59,6 +61,23 @@ def test_ignore_optimizer_loads_weights_and_starts_a_fresh_optimizer(tmp_path) -
     assert any("fresh optimizer" in note for note in again.notes)
     for key, value in again.model.state_dict().items():
         assert torch.equal(value, trained[key])
+
+
+def test_a_fresh_optimizer_warms_up_again_and_a_resume_keeps_that_warmup(tmp_path) -> None:
+    warm = OptimConfig(optimizer_warmup_steps=4, optimizer_warmup_fraction=0.25)
+    Trainer(build_session(config(tmp_path, optim=warm))).fit()  # 2 steps
+    io = RunIOConfig(out_dir=str(tmp_path / "out"), max_steps=4)
+    fresh = build_session(config(tmp_path, io=io, optim=replace(warm, ignore_optimizer=True)))
+    assert fresh.schedule.warmup_from == 2 and fresh.runner.step == 2
+    assert any("LR warmup restarts at step 2" in note for note in fresh.notes)
+    peak = fresh.cfg.optim.lr
+    assert lr_at(2, fresh.schedule) == 0.25 * peak < lr_at(3, fresh.schedule) < peak
+    Trainer(fresh).fit()  # steps 2 and 3: half way through the new warmup
+    assert fresh.optimizer.param_groups[0]["lr"] == lr_at(3, fresh.schedule) < peak
+    io = RunIOConfig(out_dir=str(tmp_path / "out"), max_steps=8)
+    resumed = build_session(config(tmp_path, io=io, optim=warm))
+    assert resumed.schedule.warmup_from == 2 and resumed.runner.step == 4
+    assert lr_at(4, resumed.schedule) < peak == lr_at(6, resumed.schedule)
 
 
 def test_size_flag_contradicting_the_checkpoint_is_refused(tmp_path) -> None:

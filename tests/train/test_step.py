@@ -7,12 +7,13 @@ import random
 
 import pytest
 import torch
+from lmp_testing import evaluate
 
 from lmplay.data.batcher import Sample
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.optim import build_optimizer
-from lmplay.train.step import Precision, accumulate_gradients, evaluate, train_step
+from lmplay.train.step import Precision, accumulate_gradients, train_step
 
 VOCAB = 97
 CPU = torch.device("cpu")

@@ -7,13 +7,14 @@ import random
 
 import pytest
 import torch
+from lmp_testing import evaluate
 from torch import nn
 
 from lmplay.data.batcher import Sample
 from lmplay.data.tokenizer import EOT_ID, get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
-from lmplay.train.step import Precision, evaluate
+from lmplay.train.step import Precision
 from lmplay.train.validation import (
     EXAMPLE_CHARS,
     score_validation_set,
