@@ -45,13 +45,9 @@ def _one_line(message: str, limit: int = 300) -> str:
 
 
 def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available")
-    return device
+    from lmplay.train.preflight import check_device
+
+    return check_device(name)
 
 
 def _check_flags(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
+from lmplay.train.preflight import check_device, check_fits_in_memory
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
 from lmplay.train.step import Precision
@@ -71,13 +72,7 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UsageError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, mps)") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return device
+    return check_device(name)
 
 
 def resolve_precision(cfg: RunConfig, device: torch.device) -> Precision:
@@ -114,6 +109,7 @@ def build_session(cfg: RunConfig) -> Session:
     seed_everything(cfg.data.seed)
 
     exp, model_args = _model_identity(cfg, stored.get("model"), source)
+    _check_fits(cfg, exp, model_args, device)
     model = get_experiment(exp).build(model_args)
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
@@ -316,6 +312,15 @@ def _plan_and_progress(
         notes.append("plan changed (--override-plan): " + progress.adopt(state))
 
     return plan, progress, adopt
+
+
+def _check_fits(cfg: RunConfig, exp: str, model_args: ModelArgs, device: torch.device) -> None:
+    """Refuse sizes whose weights, gradients and optimizer state cannot fit, before allocating."""
+    shape_only = get_experiment(exp).build_meta(model_args)
+    _apply_freezing(shape_only, cfg.system.default_freeze)
+    params = list(shape_only.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    check_fits_in_memory(sum(p.numel() for p in params), trainable, cfg.optim.optimizer, device)
 
 
 def _apply_freezing(model: nn.Module, default_freeze: bool) -> None:
