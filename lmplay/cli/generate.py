@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmplay.cli.option_checks import validate_generate_args
 from lmplay.errors import UsageError
 from lmplay.models.generation import check_sampling, generate
 from lmplay.train.checkpoint import load_checkpoint, restore_model
@@ -51,8 +52,14 @@ def _device(name: str) -> torch.device:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 0:
-        raise UsageError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    validate_generate_args(
+        model=args.model,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     try:
         check_sampling(args.temperature, args.top_k or None, args.top_p)
     except ValueError as e:

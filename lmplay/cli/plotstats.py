@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmplay.cli.option_checks import validate_plot_out_dir
 from lmplay.errors import UsageError
 from lmplay.stats.plot import DEFAULT_WINDOW, OUT_TYPES, PlotOptions, plot_runs
 from lmplay.stats.runs import STATS_SUFFIX, RunStats, find_stats_files, load_stats
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = load_runs(args.locations)
         out_dir = args.out_dir or default_out_dir(args.locations, runs)
+        validate_plot_out_dir(out_dir, given=args.out_dir is not None)
         written = plot_runs(runs, out_dir, options)
     except UsageError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
