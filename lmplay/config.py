@@ -55,6 +55,10 @@ class DataConfig:
     override_plan: bool = _flag(
         "allow a different plan than the one stored in the checkpoint", False
     )
+    allow_changed: str | None = _flag(
+        "on resume, accept these settings differing from the checkpoint's, comma-separated: "
+        "seed, dropout, batch-size, no-packing, data (the datasets' file contents)"
+    )
 
 
 @dataclass

@@ -146,6 +146,18 @@ def source_fingerprint(spec: SourceSpec) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def source_files(spec: SourceSpec) -> list[Path]:
+    """The local files `spec` reads (every file of a save_to_disk folder); none for the hub."""
+    if spec.hub:
+        return []
+    if spec.bundled:
+        spec = _bundled_as_files(spec)
+    files: list[Path] = []
+    for path in _resolve_files(spec):
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return files
+
+
 @functools.cache
 def hub_reachable() -> bool:
     """Whether the hub can be reached; when not, switch `datasets` to offline mode.

@@ -26,6 +26,7 @@ from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
 from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.preflight import check_device, check_fits_in_memory
@@ -101,6 +102,7 @@ def find_checkpoint(cfg: RunConfig) -> Path | None:
 
 
 def build_session(cfg: RunConfig) -> Session:
+    allowed = allowed_changes(cfg.data.allow_changed)
     device = resolve_device(cfg.system.device)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
@@ -116,6 +118,20 @@ def build_session(cfg: RunConfig) -> Session:
 
     from_initial = source is not None and source != cfg.model_path()
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
+    data = dataset_fingerprints(plan.datasets)
+    changed_data: set[str] = set()
+    if load_progress is not None:  # the run goes on: what it trains on must not have changed
+        stored_runner = _stored_state_args(stored.get("runner"))
+        stored_config = stored_runner.get("config")
+        changes, changed_data = check_resume(
+            stored_config if isinstance(stored_config, dict) else {},
+            cfg.to_dict(),
+            stored_runner.get("data"),
+            data,
+            allowed,
+            source,
+        )
+        notes.extend(changes)
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
         model,
@@ -135,6 +151,7 @@ def build_session(cfg: RunConfig) -> Session:
     checkpoint_map = _checkpoint_map(
         cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
     )
+    checkpoint_map.entries["runner"].state_args["data"] = data
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
     keep_history = load_progress is not None
@@ -142,6 +159,7 @@ def build_session(cfg: RunConfig) -> Session:
         skip = _components_to_skip(cfg, stored, source, keep_history, notes)
         checkpoint_map.entries["plan"].load = load_progress
         notes.extend(checkpoint_map.load(stored, source, skip))
+        _restart_stage_on_changed_data(progress, changed_data, notes)
     if not keep_history:
         stats.reset()
     if cfg.io.reset_history and source is not None:
@@ -243,7 +261,8 @@ def _model_identity(
     raw_args = _stored_arg(stored, "model_args", "model", source)
     if not isinstance(raw_args, dict):
         raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
-    args = ModelArgs.from_dict(raw_args)
+    # The resume check refuses a changed --dropout unless --allow-changed dropout accepts it.
+    args = dataclasses.replace(ModelArgs.from_dict(raw_args), dropout=cfg.model.dropout)
     if exp != cfg.model.exp:
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
@@ -257,6 +276,22 @@ def _model_identity(
                 f"{getattr(args, key)}); drop the flag or use a different --model"
             )
     return exp, args
+
+
+def _restart_stage_on_changed_data(
+    progress: PlanProgress, changed: set[str], notes: list[str]
+) -> None:
+    if progress.finished or progress.batcher_state is None:
+        return
+    stage = progress.plan.stages[progress.stage_index]
+    if changed & set(stage.datasets):
+        progress.batcher_state = None
+        notes.append(f"stage '{stage.name}' starts over: its data changed")
+
+
+def _stored_state_args(stored: Any) -> dict[str, Any]:
+    args = stored.get("state_args") if isinstance(stored, dict) else None
+    return args if isinstance(args, dict) else {}
 
 
 def _check_optimizer_name(stored: dict[str, Any], cfg: RunConfig, source: Path) -> None:
