@@ -48,18 +48,23 @@ def allowed_changes(text: str | None) -> set[str]:
 
 def dataset_fingerprints(datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{dataset name: {"definition": ..., "files": {path: [size, sha256]}}} of a plan's datasets."""
-    from lmplay.data.sources import source_files, source_fingerprint
+    from lmplay.data.sources import source_fingerprint
+    from lmplay.plan.saving import saved_copy_source
 
     return {
         name: {
             "definition": source_fingerprint(dataset.source),
-            "files": {
-                _file_key(dataset.source, path): _file_fingerprint(path)
-                for path in source_files(dataset.source)
-            },
+            # What training reads: the --save-datasets copy where there is one.
+            "files": _files(saved_copy_source(dataset.source) or dataset.source),
         }
         for name, dataset in datasets.items()
     }
+
+
+def _files(spec: Any) -> dict[str, list[Any]]:
+    from lmplay.data.sources import source_files
+
+    return {_file_key(spec, path): _file_fingerprint(path) for path in source_files(spec)}
 
 
 def _file_key(spec: Any, path: Path) -> str:
