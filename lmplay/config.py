@@ -21,6 +21,8 @@ DEFAULT_OUT_DIR = "out_gpt"
 OPTIMIZER_NAMES = ("adamw", "adam", "adagrad", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+MAX_LR = 10.0  # far above any useful rate; larger values only overflow the weights
+MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 
 
 def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
@@ -54,6 +56,10 @@ class DataConfig:
     seed: int = _flag("seed for data order, initial weights and dropout", 0)
     override_plan: bool = _flag(
         "allow a different plan than the one stored in the checkpoint", False
+    )
+    allow_changed: str | None = _flag(
+        "on resume, accept these settings differing from the checkpoint's, comma-separated: "
+        "seed, dropout, batch-size, no-packing, data (the datasets' file contents)"
     )
 
 
@@ -203,6 +209,8 @@ class RunConfig:
             and Path(self.io.model).resolve() == Path(self.io.initial_model).resolve()
         ):
             raise UsageError("--initial-model must differ from --model (it is never written)")
+        _check_ranges(self)
+        _check_combinations(self)
 
     def out_dir(self) -> Path:
         if self.io.out_dir is not None:
@@ -234,6 +242,47 @@ def plan_label(training_plan: str) -> str:
     if path.suffix == ".json" or len(path.parts) > 1:
         return path.stem
     return training_plan
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Values that parse but cannot work: overflowing rates, seeds torch rejects, empty names."""
+    if cfg.optim.lr > MAX_LR:
+        raise UsageError(f"--lr {cfg.optim.lr} is too large; use a rate in (0, {MAX_LR:g}]")
+    if not 0 <= cfg.data.seed <= MAX_SEED:
+        raise UsageError(f"--seed {cfg.data.seed} must be an integer in [0, 2**63 - 1]")
+    names = {
+        "--out-dir": cfg.io.out_dir,
+        "--model": cfg.io.model,
+        "--initial-model": cfg.io.initial_model,
+        "--run-name": cfg.io.run_name,
+        "--training-plan": cfg.data.training_plan,
+    }
+    for flag, value in names.items():
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty; give a name or leave the flag out")
+    if cfg.optim.optimizer == "adamw" and cfg.optim.lr * cfg.optim.weight_decay_value() >= 1:
+        raise UsageError(
+            f"--lr {cfg.optim.lr} x --weight-decay {cfg.optim.weight_decay_value()} is at least "
+            "1: each adamw step would zero or flip every weight; lower one of them"
+        )
+
+
+def _check_combinations(cfg: RunConfig) -> None:
+    """Flags that contradict each other, or that the rest of the command line makes no-ops."""
+    optim, system = cfg.optim, cfg.system
+    if optim.lr_schedule == "constant":
+        if optim.decay_steps is not None or optim.min_lr != 0:
+            flag = "--decay-steps" if optim.decay_steps is not None else "--min-lr"
+            raise UsageError(f"{flag} applies to --lr-schedule cosine or linear, not constant")
+    elif optim.min_lr > optim.lr:
+        raise UsageError(
+            f"--min-lr {optim.min_lr} exceeds --lr {optim.lr}; the decay must end at or below "
+            "the peak"
+        )
+    if system.amp_dtype != "auto" and not system.amp:
+        raise UsageError(f"--amp-dtype {system.amp_dtype} needs --amp")
+    if system.compile_mode is not None and not system.compile_model:
+        raise UsageError(f"--compile-mode {system.compile_mode} needs --compile-model")
 
 
 SECTIONS: dict[str, type] = {

@@ -17,3 +17,11 @@ class CheckpointError(UsageError):
 
 class HubUnavailableError(UsageError):
     """A hub dataset could not be reached; the message says how to point the plan at local files."""
+
+
+class WriteFailed(Exception):
+    """A file of a running command could not be written (disk full, folder gone, quota).
+
+    Training stops with one `error:` line and exit code 3; the file being replaced is intact,
+    because every write goes through a temp file and a rename.
+    """

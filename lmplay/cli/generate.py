@@ -16,6 +16,7 @@ from torch import nn
 
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
+from lmplay.cli.option_checks import validate_generate_args
 from lmplay.config import GENERATE_SECTIONS
 from lmplay.errors import UsageError
 from lmplay.models.generation import check_sampling, generate
@@ -52,18 +53,20 @@ def _one_line(message: str, limit: int = 300) -> str:
 
 
 def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available")
-    return device
+    from lmplay.train.preflight import check_device
+
+    return check_device(name)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 0:
-        raise UsageError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    validate_generate_args(
+        model=args.model,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     try:
         check_sampling(args.temperature, args.top_k or None, args.top_p)
     except ValueError as e:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
+from lmplay.cli.option_checks import validate_plot_out_dir
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
 from lmplay.stats.plot import PlotOptions, plot_runs
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         runs = load_runs(args.locations)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
+        validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)
         written = plot_runs(runs, out_dir, options)
     except UsageError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.config import SECTIONS, RunConfig
-from lmplay.errors import UsageError
+from lmplay.errors import UsageError, WriteFailed
 
 EXIT_USAGE = 2
-EXIT_DIVERGED = 3
+EXIT_FAILED = 3  # stopped during the run: diverged, or a save failed; the last save is intact
 EXIT_INTERRUPTED = 130
 
 
@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except (WriteFailed, OSError) as error:
+        print(f"error: {_write_failure(error)}; training stopped", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         # Only before training starts (loading data, building the model): once the loop runs,
         # Ctrl+C is a stop request that saves. Nothing has been written yet.
@@ -64,12 +67,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(cfg: RunConfig) -> int:
-    # Heavy imports wait until the flags are known to be valid, so `--help` and bad flags are fast.
-    from lmplay.models import describe_experiments, get_experiment
-
     if cfg.model.exp == "list":
+        from lmplay.models import describe_experiments
+
         print(describe_experiments(cfg.model.size_overrides()))
         return 0
+    if cfg.system.describe or cfg.system.save_datasets:
+        return _train(cfg)  # neither writes the run's files: no lock, no folder check
+    from lmplay.train.lock import run_lock
+    from lmplay.train.preflight import check_run_outputs
+
+    # Before the heavy imports, so that a second run on the same checkpoint is refused at once.
+    check_run_outputs(cfg.model_path(), cfg.stats_path(), _model_flag(cfg))
+    with run_lock(cfg.model_path()):
+        return _train(cfg)
+
+
+def _model_flag(cfg: RunConfig) -> str:
+    return "--model" if cfg.io.model else "--out-dir"
+
+
+def _train(cfg: RunConfig) -> int:
+    # Heavy imports wait until the flags are known to be valid, so `--help` and bad flags are fast.
+    from lmplay.models import get_experiment
+
     get_experiment(cfg.model.exp)
     from lmplay.plan.registry import load_plan
 
@@ -79,19 +100,35 @@ def run(cfg: RunConfig) -> int:
 
         save_plan_datasets(plan)
         return 0
+    from lmplay.train.checkpoint import last_good_path, stage_checkpoint_path, step_checkpoint_path
     from lmplay.train.describe import describe_session
+    from lmplay.train.preflight import check_device, check_run_outputs
     from lmplay.train.session import build_session
     from lmplay.train.trainer import Trainer, TrainingDiverged
 
-    session = build_session(cfg)
-    print(describe_session(session, full=cfg.system.describe), file=sys.stderr)
+    if cfg.system.device != "auto":
+        check_device(cfg.system.device)
     if cfg.system.describe:
+        print(describe_session(build_session(cfg), full=True), file=sys.stderr)
         return 0
+    model = cfg.model_path()
+    written = [last_good_path(model), step_checkpoint_path(model, 0)]
+    written += [stage_checkpoint_path(model, stage.name) for stage in plan.stages]
+    check_run_outputs(model, cfg.stats_path(), _model_flag(cfg), written)
+    session = build_session(cfg)
+    print(describe_session(session), file=sys.stderr)
     try:
         return Trainer(session).fit()
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_FAILED
+
+
+def _write_failure(error: OSError | WriteFailed) -> str:
+    if isinstance(error, WriteFailed):
+        return str(error)
+    where = f": {error.filename}" if error.filename else ""
+    return f"{error.strerror or error}{where}"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import functools
 import glob
+import gzip
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 import huggingface_hub.constants
@@ -105,8 +107,11 @@ def load_source(spec: SourceSpec) -> datasets.Dataset:
     """Rows of `spec` with exactly the string columns "prompt" and "truth"."""
     if spec.bundled:
         spec = _bundled_as_files(spec)
-    raw = _load_hub(spec) if spec.hub else _load_files(spec)
-    return _to_prompt_truth(raw, spec)
+    try:
+        raw = _load_hub(spec) if spec.hub else _load_files(spec)
+        return _to_prompt_truth(raw, spec)
+    except UnicodeDecodeError as exc:  # Arrow keeps JSON strings' bytes and decodes them late
+        raise UsageError(f"dataset {spec.name!r}: {_find_bad_utf8(spec)}") from exc
 
 
 def source_fingerprint(spec: SourceSpec) -> str:
@@ -119,6 +124,18 @@ def source_fingerprint(spec: SourceSpec) -> str:
     del definition["name"], definition["base_dir"]
     payload = json.dumps(["source-v1", definition], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def source_files(spec: SourceSpec) -> list[Path]:
+    """The local files `spec` reads (every file of a save_to_disk folder); none for the hub."""
+    if spec.hub:
+        return []
+    if spec.bundled:
+        spec = _bundled_as_files(spec)
+    files: list[Path] = []
+    for path in _resolve_files(spec):
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return files
 
 
 @functools.cache
@@ -239,16 +256,23 @@ def _load_files(spec: SourceSpec) -> datasets.Dataset:
         )
     builder = "json" if fmt == "jsonl" else fmt
     options = {"sample_by": "document"} if builder == "text" else {}
+    for path in paths:
+        if path.stat().st_size == 0:
+            raise UsageError(f"dataset {spec.name!r}: file {path} is empty")
     try:
-        return datasets.load_dataset(
+        rows = datasets.load_dataset(
             builder,
             data_files={"train": [str(path) for path in paths]},
             split="train",
             **options,
         )
     except datasets.exceptions.DatasetGenerationError as exc:
-        reason = _first_line(exc.__cause__ or exc)
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UnicodeDecodeError):
+            raise cause from exc
+        reason = _first_line(cause)
         raise UsageError(f"dataset {spec.name!r}: cannot read its {fmt} files: {reason}") from exc
+    return rows
 
 
 def _resolve_files(spec: SourceSpec) -> list[Path]:
@@ -318,6 +342,7 @@ def _to_prompt_truth(ds: datasets.Dataset, spec: SourceSpec) -> datasets.Dataset
     columns = {role: column for role, column in columns.items() if column}
     for column in columns.values():
         _check_text_column(ds, spec, column)
+    _check_rows(ds, spec, columns["truth"])
     fingerprint = hashlib.sha256(
         json.dumps(["prompt-truth-v1", ds._fingerprint, columns], sort_keys=True).encode()
     ).hexdigest()[:32]
@@ -356,6 +381,77 @@ def _check_text_column(ds: datasets.Dataset, spec: SourceSpec, column: str) -> N
     feature = ds.features[column]
     if not (isinstance(feature, datasets.Value) and feature.dtype in {"string", "large_string"}):
         raise UsageError(f"dataset {spec.name!r}: column {column!r} holds {feature}, not text")
+
+
+def _check_rows(ds: datasets.Dataset, spec: SourceSpec, column: str) -> None:
+    """Refuse a dataset with no rows, a row whose text is missing (null), or only empty texts."""
+    import pyarrow.compute as pc
+
+    where = f"dataset {spec.name!r}"
+    if len(ds) == 0:
+        raise UsageError(f"{where} has no rows ({_files_named(spec)})")
+    values = ds.data.column(column)
+    if values.null_count:
+        first = pc.index(pc.is_null(values), True).as_py()
+        raise UsageError(
+            f"{where}: {_locate_row(spec, first)} has no {column!r} (missing or null); "
+            f"{values.null_count:,} of {len(ds):,} rows lack it: fix or remove them"
+        )
+    # The first rows nearly always show that some text is there, without reading the column.
+    if pc.max(pc.utf8_length(values.slice(0, 1000))).as_py() == 0 and (
+        pc.max(pc.utf8_length(values)).as_py() == 0
+    ):
+        raise UsageError(f"{where}: every row's {column!r} is empty ({_files_named(spec)})")
+
+
+def _files_named(spec: SourceSpec) -> str:
+    if spec.hub:
+        return f"hub {spec.hub}"
+    paths = _resolve_files(spec)
+    return str(paths[0]) if len(paths) == 1 else f"{len(paths)} files from {paths[0]}"
+
+
+def _locate_row(spec: SourceSpec, index: int) -> str:
+    """`FILE row N` for the dataset's row `index` (rows counted from 1 in each file)."""
+    if spec.hub:
+        return f"row {index + 1} of hub {spec.hub}"
+    paths = _resolve_files(spec)
+    if len(paths) > 1 and all(_path_format(spec, p) == "json" for p in paths):
+        for path in paths:
+            rows = _json_rows(path)
+            if index < rows:
+                return f"{path} row {index + 1}"
+            index -= rows
+    if len(paths) == 1:
+        return f"{paths[0]} row {index + 1}"
+    return f"row {index + 1} of its files {paths[0]}, ..."
+
+
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _json_rows(path: Path) -> int:
+    with _open_maybe_gzip(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _find_bad_utf8(spec: SourceSpec) -> str:
+    """Where the first invalid UTF-8 byte is: `FILE line N is not valid UTF-8 (...)`."""
+    if spec.hub:
+        return f"hub {spec.hub} holds text that is not valid UTF-8"
+    paths = [p for p in _resolve_files(spec) if p.is_file()]
+    for path in paths:
+        with _open_maybe_gzip(path) as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    return (
+                        f"{path} line {number} is not valid UTF-8 ({error.reason} at byte "
+                        f"{error.start + 1} of the line); re-encode the file as UTF-8"
+                    )
+    return f"its files ({_files_named(spec)}) hold text that is not valid UTF-8"
 
 
 def _rows_to_prompt_truth(batch: dict[str, list], columns: dict[str, str]) -> dict[str, list]:

@@ -32,7 +32,7 @@ import torch
 
 from lmplay import __version__
 from lmplay.atomic import atomic_write, remove_stale_temps
-from lmplay.errors import CheckpointError
+from lmplay.errors import CheckpointError, WriteFailed
 from lmplay.models import ModelArgs, get_experiment
 from lmplay.train.components import ModelState
 
@@ -124,8 +124,14 @@ def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
         "lmplay_version": __version__,
         "components": components,
     }
-    remove_stale_temps(path)
-    atomic_write(path, lambda f: torch.save(payload, f))
+    try:
+        remove_stale_temps(path)
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as error:
+        raise WriteFailed(
+            f"cannot write checkpoint {path} ({error.strerror or error}); "
+            + ("the previous one is intact" if Path(path).exists() else "nothing was written")
+        ) from error
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -27,8 +27,10 @@ from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
 from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
+from lmplay.train.preflight import check_device, check_fits_in_memory
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
 from lmplay.train.step import Precision
@@ -72,13 +74,7 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UsageError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, mps)") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return device
+    return check_device(name)
 
 
 def resolve_precision(cfg: RunConfig, device: torch.device) -> Precision:
@@ -139,6 +135,7 @@ def _check_old_default_location(cfg: RunConfig) -> None:
 
 
 def build_session(cfg: RunConfig) -> Session:
+    allowed = allowed_changes(cfg.data.allow_changed)
     device = resolve_device(cfg.system.device)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
@@ -147,12 +144,27 @@ def build_session(cfg: RunConfig) -> Session:
     seed_everything(cfg.data.seed)
 
     exp, model_args = _model_identity(cfg, stored.get("model"), source)
+    _check_fits(cfg, exp, model_args, device)
     model = get_experiment(exp).build(model_args)
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
 
     from_initial = source is not None and source != cfg.model_path()
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
+    data = dataset_fingerprints(plan.datasets)
+    changed_data: set[str] = set()
+    if load_progress is not None:  # the run goes on: what it trains on must not have changed
+        stored_runner = _stored_state_args(stored.get("runner"))
+        stored_config = stored_runner.get("config")
+        changes, changed_data = check_resume(
+            stored_config if isinstance(stored_config, dict) else {},
+            cfg.to_dict(),
+            stored_runner.get("data"),
+            data,
+            allowed,
+            source,
+        )
+        notes.extend(changes)
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
         model,
@@ -172,6 +184,7 @@ def build_session(cfg: RunConfig) -> Session:
     checkpoint_map = _checkpoint_map(
         cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
     )
+    checkpoint_map.entries["runner"].state_args["data"] = data
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
     keep_history = load_progress is not None
@@ -179,6 +192,7 @@ def build_session(cfg: RunConfig) -> Session:
         skip = _components_to_skip(cfg, stored, source, keep_history, notes)
         checkpoint_map.entries["plan"].load = load_progress
         notes.extend(checkpoint_map.load(stored, source, skip))
+        _restart_stage_on_changed_data(progress, changed_data, notes)
     if not keep_history:
         stats.reset()
     schedule = _restarted_warmup(schedule, checkpoint_map, runner, source, stored, cfg, notes)
@@ -306,7 +320,8 @@ def _model_identity(
     raw_args = _stored_arg(stored, "model_args", "model", source)
     if not isinstance(raw_args, dict):
         raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
-    args = ModelArgs.from_dict(raw_args)
+    # The resume check refuses a changed --dropout unless --allow-changed dropout accepts it.
+    args = dataclasses.replace(ModelArgs.from_dict(raw_args), dropout=cfg.model.dropout)
     if canonical_name(str(exp)) != canonical_name(cfg.model.exp):
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
@@ -320,6 +335,22 @@ def _model_identity(
                 f"{getattr(args, key)}); drop the flag or use a different --model"
             )
     return exp, args
+
+
+def _restart_stage_on_changed_data(
+    progress: PlanProgress, changed: set[str], notes: list[str]
+) -> None:
+    if progress.finished or progress.batcher_state is None:
+        return
+    stage = progress.plan.stages[progress.stage_index]
+    if changed & set(stage.datasets):
+        progress.batcher_state = None
+        notes.append(f"stage '{stage.name}' starts over: its data changed")
+
+
+def _stored_state_args(stored: Any) -> dict[str, Any]:
+    args = stored.get("state_args") if isinstance(stored, dict) else None
+    return args if isinstance(args, dict) else {}
 
 
 def _check_optimizer_name(stored: dict[str, Any], cfg: RunConfig, source: Path) -> None:
@@ -375,6 +406,15 @@ def _plan_and_progress(
         notes.append("plan changed (--override-plan): " + progress.adopt(state))
 
     return plan, progress, adopt
+
+
+def _check_fits(cfg: RunConfig, exp: str, model_args: ModelArgs, device: torch.device) -> None:
+    """Refuse sizes whose weights, gradients and optimizer state cannot fit, before allocating."""
+    shape_only = get_experiment(exp).build_meta(model_args)
+    _apply_freezing(shape_only, cfg.system.default_freeze)
+    params = list(shape_only.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    check_fits_in_memory(sum(p.numel() for p in params), trainable, cfg.optim.optimizer, device)
 
 
 def _apply_freezing(model: nn.Module, default_freeze: bool) -> None:

@@ -74,15 +74,31 @@ def test_greedy_matches_generate_for_modern(tmp_path, capsys, char_tokenizer):
     [
         (["--temperature", "-1"], "error: --temperature must be >= 0, got -1.0"),
         (["--top-p", "1.5"], "error: --top-p must be in (0, 1], got 1.5"),
-        (["--top-k", "-2"], "error: --top-k must be >= 1, got -2"),
+        (["--top-k", "-2"], "error: --top-k must be >= 0 (0 disables top-k filtering), got -2"),
         (["--max-new-tokens", "-1"], "error: --max-new-tokens must be >= 0, got -1"),
+        (["--max-new-tokens", "10000000000"], "error: --max-new-tokens must be at most 1,000,0"),
+        (["--temperature", "nan"], "error: --temperature must be a finite number, got nan"),
+        (["--temperature", "inf"], "error: --temperature must be a finite number, got inf"),
+        (["--top-p", "nan"], "error: --top-p must be in (0, 1], got nan"),
+        (["--seed", str(2**64)], "error: --seed must be an integer in [0, 2**63 - 1], got 1844"),
         (["--device", "nonsense"], "error: --device 'nonsense' is not a torch device"),
+        (["--device", "meta"], "error: --device meta: the meta device holds no data"),
+        (["--device", "xla"], "error: --device xla: torch has no usable xla device here"),
     ],
 )
 def test_bad_flags_are_one_line_usage_errors(tmp_path, capsys, char_tokenizer, argv, message):
     ckpt = write_checkpoint(tmp_path / "m.lmp", vocab_size=97)
     code, out, err = run_main(capsys, "hi", "--model", str(ckpt), *argv)
-    assert (code, out, err) == (2, "", message + "\n")
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith(message)
+
+
+def test_model_that_is_a_folder(tmp_path, capsys, char_tokenizer):
+    code, out, err = run_main(capsys, "hi", "--model", str(tmp_path))
+    assert (code, out) == (
+        2,
+        "",
+    ) and err == f"error: --model {tmp_path}: is a folder; name a checkpoint file\n"
 
 
 def _save(path: Path, obj) -> Path:
