@@ -7,7 +7,18 @@ import sys
 from pathlib import Path
 
 from lmplay.errors import UsageError
-from lmplay.stats.plot import DEFAULT_WINDOW, OUT_TYPES, PlotOptions, plot_runs
+from lmplay.stats.aggregate import (
+    BANDS,
+    RECORDS_CSV,
+    compare_groups,
+    final_losses,
+    find_group,
+    format_summary,
+    group_runs,
+    write_records_csv,
+    write_summary,
+)
+from lmplay.stats.plot import DEFAULT_WINDOW, OUT_TYPES, PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIX, RunStats, find_stats_files, load_stats
 
 DEFAULT_LOCATION = Path("out_gpt")
@@ -68,7 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="leave out runs that have seen fewer than N tokens (default: 0)",
     )
+    _add_seed_group_options(parser)
     return parser
+
+
+def _add_seed_group_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("seed groups (runs equal in exp and meta except seed)")
+    group.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="also draw groups_<metric>.* (mean over seeds with a band) and write the final "
+        "validation loss per group to summary.csv and summary.json; implied by --band and "
+        "--compare",
+    )
+    group.add_argument(
+        "--band",
+        choices=BANDS,
+        help="band around each group's mean: std (±1 sample standard deviation, the default) "
+        "or minmax",
+    )
+    group.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="Welch's t-test of the final validation losses of groups A and B (a group label, "
+        "or a part of one that matches only it)",
+    )
+    group.add_argument(
+        "--csv",
+        action="store_true",
+        help=f"also write {RECORDS_CSV}: every record of every run, one row per record",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = load_runs(args.locations)
         out_dir = args.out_dir or default_out_dir(args.locations, runs)
+        groups = group_runs([r for r in runs if r.tokens >= options.min_tokens] or runs)
+        table = final_losses(groups)
+        tests = []
+        if args.compare:
+            a, b = (find_group(groups, name) for name in args.compare)
+            tests = compare_groups(table, a, b)
         written = plot_runs(runs, out_dir, options)
+        if args.group_seeds or args.band or args.compare:
+            print(format_summary(table, tests))
+            written += write_summary(out_dir, groups, table, tests)
+            written += plot_groups(groups, out_dir, options, args.band or "std")
+        if args.csv:
+            written.append(write_records_csv(out_dir / RECORDS_CSV, groups))
     except UsageError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
