@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmplay.errors import UsageError
-from lmplay.grid.queue import EXIT_ALL_FINISHED, EXIT_SOME_NOT_FINISHED, GridQueue, device_slots
+from lmplay.grid.queue import (
+    EXIT_ALL_FINISHED,
+    EXIT_INTERRUPTED,
+    EXIT_SOME_NOT_FINISHED,
+    GridQueue,
+    device_slots,
+)
 from lmplay.grid.spec import GridSpec, load_grid
 from lmplay.grid.status import format_table, grid_status
 
@@ -75,6 +81,14 @@ def trainer_flags() -> dict[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # before the queue installs its handlers: nothing started yet
+        print("interrupted before any cell started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.jobs < 1:
             raise UsageError(f"--jobs {args.jobs} must be at least 1")
