@@ -332,7 +332,8 @@ def write_records_csv(path: Path, groups: Sequence[RunGroup]) -> Path:
     """Every record of every run as one tidy table: one row per record.
 
     Columns: run, group, seed, split (train/validation), set (validation set; empty for train),
-    samples, tokens, steps, then every numeric metric any record holds (empty where absent).
+    samples, tokens, steps, stage (train records name theirs), then every numeric metric any
+    record holds, sorted (empty where a record lacks it).
     """
     rows: list[dict[str, Any]] = []
     for group in groups:
@@ -347,7 +348,7 @@ def write_records_csv(path: Path, groups: Sequence[RunGroup]) -> Path:
         {k for row in rows for k, v in row.items() if _is_number(v)}
         - {"seed", *_COUNTERS}
     )  # fmt: skip
-    columns = ["run", "group", "seed", "split", "set", *_COUNTERS, *metrics]
+    columns = ["run", "group", "seed", "split", "set", *_COUNTERS, "stage", *metrics]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
