@@ -102,16 +102,9 @@ def cell_status(spec: GridSpec, cell: Cell) -> CellStatus:
 
 
 def stop_reason(stats: RunStats) -> str:
-    """Why the run stopped, where a stats file records it (absent in older files)."""
-    last_train = stats.train[-1] if stats.train else {}
-    for value in (
-        getattr(stats, "stop_reason", None),
-        stats.meta.get("stop_reason"),
-        last_train.get("stop_reason"),
-    ):
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    """Why the run stopped, where the stats file records it (older files do not)."""
+    value = getattr(stats, "stop_reason", None) or stats.meta.get("stop_reason")
+    return value if isinstance(value, str) else ""
 
 
 def grid_status(spec: GridSpec) -> list[CellStatus]:
