@@ -136,6 +136,7 @@ def plot_groups(
             spread = "±1 std" if band == "std" else "min to max"
             title = f"{kind} {metric}: mean over seeds ({spread} shaded)"
             figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
+            figure.legend_title = "group [set] (runs): last mean"
             for b in bands:
                 figure.band(b)
             stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
@@ -278,6 +279,7 @@ class _Figure:
         self.ax.set_xscale("log")
         self.ax.grid(True, which="major", alpha=0.3)
         self.colors = colors
+        self.legend_title = "run: last value"
         self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
 
     def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
@@ -316,7 +318,7 @@ class _Figure:
                 loc="upper left",
                 bbox_to_anchor=(1.01, 1.0),
                 fontsize="small",
-                title="run: last value",
+                title=self.legend_title,
                 title_fontsize="small",
             )
         self.fig.savefig(
