@@ -89,3 +89,16 @@ def test_device_slots_and_error_lines(tmp_path: Path) -> None:
     assert last_error_line(log, offset=len("error: old attempt\n")) == "error: --lr 0 bad"
     log.write_text("Traceback (most recent call last):\nValueError: boom\n")
     assert last_error_line(log) == "ValueError: boom"
+
+
+SHIPPED_GRIDS = sorted((Path(__file__).resolve().parents[2] / "grids").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_GRIDS, ids=[p.name for p in SHIPPED_GRIDS])
+def test_shipped_grids_validate_and_name_loadable_plans(path: Path) -> None:
+    from lmplay.plan.registry import load_plan
+
+    spec = load_grid(path, trainer_flags())
+    assert spec.cells
+    plans = {cell.flag("training-plan") for cell in spec.cells}
+    assert all(load_plan(str(plan)).stages for plan in plans)
