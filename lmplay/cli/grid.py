@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", action="store_true", help="print the table of cells and exit (runs nothing)"
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print each cell's lmp_trainer command and exit"
+        "--dry-run",
+        action="store_true",
+        help="print each cell's lmp_trainer command (the queue adds --device) and exit",
     )
     return parser
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,16 @@ def test_shipped_grids_validate_and_name_loadable_plans(path: Path) -> None:
     assert spec.cells
     plans = {cell.flag("training-plan") for cell in spec.cells}
     assert all(load_plan(str(plan)).stages for plan in plans)
+
+
+def test_grid_and_aggregation_import_neither_torch_nor_the_trainer() -> None:
+    code = (
+        "import sys, lmplay.cli.grid, lmplay.grid.queue, lmplay.stats.aggregate; "
+        "lmplay.cli.grid.trainer_flags(); "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lmplay.train')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
