@@ -311,6 +311,7 @@ class GenerateConfig:
 
 
 PLOT_OUT_TYPES = ("png", "svg", "pdf")
+PLOT_BANDS = ("std", "minmax")  # how a seed group's spread is drawn around its mean
 # A validation record is already a mean over many samples, and there are few of them: a trailing
 # average would lag the curve and misstate the last value, so validation is drawn as measured.
 PLOT_AVERAGE_WINDOW = {"train": 20, "validation": 1}
@@ -344,6 +345,27 @@ class PlotConfig:
         metavar="N",
     )
     min_tokens: int = _flag("leave out runs that have seen fewer than N tokens", 0, metavar="N")
+    # Seed groups: runs equal in exp and meta except their seed.
+    group_seeds: bool = _flag(
+        "also draw groups_<metric>.* (mean over seeds with a band) and write the final "
+        "validation loss per group to summary.csv and summary.json; implied by --band and "
+        "--compare",
+        False,
+    )
+    band: str | None = _flag(
+        "band around each seed group's mean: std (±1 sample standard deviation, the default) "
+        "or minmax",
+        choices=PLOT_BANDS,
+    )
+    compare: str | None = _flag(
+        "Welch's t-test of the final validation losses of seed groups A and B (a group label, "
+        "or a part of one that matches only it)",
+        nargs=2,
+        metavar=("A", "B"),
+    )
+    csv: bool = _flag(
+        "also write records.csv: every record of every run, one row per record", False
+    )
 
 
 GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}

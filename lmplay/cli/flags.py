@@ -151,6 +151,15 @@ def _checked_value(value: Any, f: dataclasses.Field, section_class: type, where:
     kind = _base_type(hint)
     if value is None and _optional(hint):
         return None
+    count = f.metadata.get("nargs")
+    if count is not None:  # a fixed number of values, e.g. `--compare A B`: a list in a file
+        if not isinstance(value, list) or len(value) != count:
+            raise UsageError(f"{where} must be a list of {count} values, got {value!r}")
+        return [_checked_one(item, kind, f, where) for item in value]
+    return _checked_one(value, kind, f, where)
+
+
+def _checked_one(value: Any, kind: type, f: dataclasses.Field, where: str) -> Any:
     wrong = isinstance(value, bool) != (kind is bool)
     if kind is float and isinstance(value, int) and not wrong:
         value = float(value)
@@ -186,6 +195,8 @@ def _add_flag(
             # With choices and no metavar, --help lists them: `--out-type {png,svg,pdf}`.
             metavar=f.metadata.get("metavar", None if choices else f.name.upper()),
         )
+        if "nargs" in f.metadata:
+            options["nargs"] = f.metadata["nargs"]
     group.add_argument(flag, help=f.metadata["help"], **options)
     if underscored != flag:  # the spelling older docs use; one entry in --help is enough
         group.add_argument(underscored, help=argparse.SUPPRESS, **options)

@@ -15,7 +15,17 @@ from lmplay.cli.flags import parse_flags
 from lmplay.cli.option_checks import validate_plot_out_dir
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.plot import PlotOptions, plot_runs
+from lmplay.stats.aggregate import (
+    RECORDS_CSV,
+    compare_groups,
+    final_losses,
+    find_group,
+    format_summary,
+    group_runs,
+    write_records_csv,
+    write_summary,
+)
+from lmplay.stats.plot import PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
 
 DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)
@@ -56,7 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = load_runs(args.locations)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)
+        groups = group_runs([r for r in runs if r.tokens >= options.min_tokens] or runs)
+        table = final_losses(groups)
+        tests = []
+        if cfg.compare:
+            a, b = (find_group(groups, name) for name in cfg.compare)
+            tests = compare_groups(table, a, b)
         written = plot_runs(runs, out_dir, options)
+        if cfg.group_seeds or cfg.band or cfg.compare:
+            print(format_summary(table, tests))
+            written += write_summary(out_dir, groups, table, tests)
+            written += plot_groups(groups, out_dir, options, cfg.band or "std")
+        if cfg.csv:
+            written.append(write_records_csv(out_dir / RECORDS_CSV, groups))
     except UsageError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 from lmplay.config import PLOT_AVERAGE_WINDOW, PLOT_OUT_TYPES, PlotConfig
 from lmplay.errors import UsageError
+from lmplay.stats.aggregate import Band, RunGroup, group_band
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 
@@ -102,6 +103,44 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
                 written.append(path)
                 manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
     written.append(_write_manifest(out_dir, labelled, target, manifest))
+    return written
+
+
+def plot_groups(
+    groups: list[RunGroup], out_dir: Path, options: PlotOptions, band: str = "std"
+) -> list[Path]:
+    """`groups_<metric>.<ext>`: one mean line per seed group and set, with its band.
+
+    Train plots (`groups_train_<metric>`, when `plot_train`) average each run's smoothed train
+    series. Metrics no group has are skipped; returns the paths written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colors = _colors([g.label for g in groups])
+    kinds = ["validation", "train"] if options.plot_train else ["validation"]
+    written: list[Path] = []
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
+        for kind, metric in itertools.product(kinds, options.metrics):
+            window = options.window(kind)
+            bands = [
+                b
+                for g in groups
+                for name in (
+                    [None] if kind == "train" else sorted({n for r in g.runs for n in r.validation})
+                )
+                if (b := group_band(g, name, metric, band, window)) is not None
+            ]
+            if not bands:
+                continue
+            datasets = sorted({b.dataset for b in bands}, key=str)
+            spread = "±1 std" if band == "std" else "min to max"
+            title = f"{kind} {metric}: mean over seeds ({spread} shaded)"
+            figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
+            figure.legend_title = "group [set] (runs): last mean"
+            for b in bands:
+                figure.band(b)
+            stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
+            written.append(figure.save(out_dir / f"{stem}.{options.out_type}", options.out_type))
     return written
 
 
@@ -240,6 +279,7 @@ class _Figure:
         self.ax.set_xscale("log")
         self.ax.grid(True, which="major", alpha=0.3)
         self.colors = colors
+        self.legend_title = "run: last value"
         self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
 
     def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
@@ -259,13 +299,26 @@ class _Figure:
             marker=marker, markersize=3.5,
         )  # fmt: skip
 
+    def band(self, band: Band) -> None:
+        """A group's mean line, labelled with n and its last mean, over its shaded band."""
+        color = self.colors[band.label]
+        style = self.styles[band.dataset]
+        on = "" if len(self.styles) == 1 else f" [{band.dataset}]"
+        label = f"{band.label}{on} (n={band.n}): {band.mean[-1]:.4g}"
+        marker = "o" if len(band.tokens) <= _MARKED_POINTS else None
+        self.ax.fill_between(band.tokens, band.low, band.high, color=color, alpha=0.2, lw=0)
+        self.ax.plot(
+            band.tokens, band.mean, color=color, ls=style, lw=1.5, label=label,
+            marker=marker, markersize=3.5,
+        )  # fmt: skip
+
     def save(self, path: Path, out_type: str) -> Path:
         if self.ax.lines:
             self.ax.legend(
                 loc="upper left",
                 bbox_to_anchor=(1.01, 1.0),
                 fontsize="small",
-                title="run: last value",
+                title=self.legend_title,
                 title_fontsize="small",
             )
         self.fig.savefig(

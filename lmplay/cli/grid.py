@@ -1,0 +1,129 @@
+"""`lmp_grid`: run every cell of a grid of `lmp_trainer` runs through a queue over devices.
+
+    lmp_grid plans/grid_demo.json                       # every cell, one at a time, on the CPU
+    lmp_grid GRID.json --devices cuda:0,cuda:1          # one cell per GPU at a time
+    lmp_grid GRID.json --devices cpu --jobs 2           # two cells at once on the CPU
+    lmp_grid GRID.json --status                         # the table of cells
+
+Rerunning the same command skips finished cells and resumes interrupted ones. Exit codes: 0
+when every cell is finished, 1 when some cell failed or is not finished, 2 for a bad grid file
+or flag, 130 when stopped by Ctrl+C or SIGTERM (every running cell saved first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lmplay.errors import UsageError
+from lmplay.grid.queue import (
+    EXIT_ALL_FINISHED,
+    EXIT_INTERRUPTED,
+    EXIT_SOME_NOT_FINISHED,
+    GridQueue,
+    device_slots,
+)
+from lmplay.grid.spec import GridSpec, load_grid
+from lmplay.grid.status import format_table, grid_status
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmp_grid",
+        description="Run a grid of lmp_trainer runs (base flags × crossed lists) over a queue of "
+        "devices; rerun to resume.",
+    )
+    parser.add_argument("grid", type=Path, help="grid file (JSON: base, cross, runs)")
+    parser.add_argument(
+        "--devices",
+        default="cpu",
+        help="comma-separated torch devices cells run on, e.g. cuda:0,cuda:1 (default: cpu)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells run at once on each device (default: 1)",
+    )
+    parser.add_argument(
+        "--out-root",
+        type=Path,
+        help="folder holding one folder per cell (default: the grid's out_root, else "
+        "out_grid/<grid name>)",
+    )
+    parser.add_argument(
+        "--status", action="store_true", help="print the table of cells and exit (runs nothing)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each cell's lmp_trainer command (the queue adds --device) and exit",
+    )
+    return parser
+
+
+def trainer_flags() -> dict[str, bool]:
+    """Every `lmp_trainer` flag without dashes -> whether it is a switch (takes no value)."""
+    from lmplay.cli.trainer import build_parser as trainer_parser
+
+    flags: dict[str, bool] = {}
+    for action in trainer_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                flags[option[2:]] = action.nargs == 0
+    return flags
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # before the queue installs its handlers: nothing started yet
+        print("interrupted before any cell started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs} must be at least 1")
+        slots = device_slots(args.devices, args.jobs)
+        if not slots:
+            raise UsageError(f"--devices {args.devices!r} names no device")
+        spec = load_grid(args.grid, trainer_flags())
+        if args.out_root is not None:
+            spec = dataclasses.replace(spec, out_root=args.out_root)
+    except UsageError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.status:
+        rows = grid_status(spec)
+        print(format_table(rows))
+        all_done = all(row.state == "finished" for row in rows)
+        return EXIT_ALL_FINISHED if all_done else EXIT_SOME_NOT_FINISHED
+    if args.dry_run:
+        for cell in spec.cells:
+            folder = spec.out_root / cell.name
+            print(" ".join(["lmp_trainer", *cell.args(), "--out-dir", str(folder)]))
+        return 0
+    return GridQueue(spec, slots, env=_cell_env(spec, slots)).run()
+
+
+def _cell_env(spec: GridSpec, slots: list[str]) -> dict[str, str]:
+    # Cells sharing the CPU would each start one thread per core; split the cores instead.
+    env = dict(os.environ)
+    cpu_slots = sum(slot == "cpu" for slot in slots)
+    if cpu_slots > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
+    return env
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Run a grid's cells as `lmp_trainer` processes through a queue of device slots.
+
+Each slot is one device (`cuda:0`, `cpu`, ...); `--jobs N` gives every device N slots. A free
+slot takes the next cell that is not finished and starts
+`python -m lmplay.cli.trainer <cell flags> --out-dir <root>/<cell> --device <slot>`, with the
+process's stdout and stderr appended to the cell's `train.log`. A cell that is already finished
+is skipped; an interrupted one resumes, since `lmp_trainer` resumes when rerun.
+
+SIGINT or SIGTERM stops the queue: no new cell starts, each running cell gets one SIGINT (so it
+finishes its step and saves, then exits 130) and the queue exits 130 when all have ended. Cells
+run in their own session, so a Ctrl+C in the terminal reaches them only through the queue, once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from lmplay.grid.spec import Cell, GridSpec
+from lmplay.grid.status import LOG_NAME, cell_folder, cell_state, has_checkpoint, write_record
+
+EXIT_ALL_FINISHED = 0
+EXIT_SOME_NOT_FINISHED = 1
+EXIT_INTERRUPTED = 130
+POLL_SECONDS = 0.1
+_ERROR_PREFIX = "error:"
+
+
+@dataclass
+class _Running:
+    cell: Cell
+    slot: str
+    process: subprocess.Popen
+    log_offset: int
+    started: float
+    signalled: bool = False
+
+
+class GridQueue:
+    """Runs the unfinished cells of `spec` over `slots`; `run()` returns the exit code."""
+
+    def __init__(
+        self,
+        spec: GridSpec,
+        slots: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.slots = slots
+        self.env = dict(os.environ if env is None else env)
+        self.say = say or (lambda line: print(line, flush=True))
+        self.stop_signal: int | None = None
+        self.running: dict[int, _Running] = {}
+        self.index = {cell.name: i + 1 for i, cell in enumerate(spec.cells)}
+
+    def run(self) -> int:
+        todo = []
+        for cell in self.spec.cells:
+            if cell_state(cell_folder(self.spec, cell)) == "finished":
+                self.say(f"{self._tag(cell)} skip {cell.name}: already finished")
+            else:
+                todo.append(cell)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.running or (todo and self.stop_signal is None):
+                if self.stop_signal is not None:
+                    self._forward_stop()
+                for slot_index, slot in enumerate(self.slots):
+                    if todo and self.stop_signal is None and slot_index not in self.running:
+                        self.running[slot_index] = self._start(todo.pop(0), slot)
+                self._reap()
+                time.sleep(POLL_SECONDS)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self._summary()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum  # the loop forwards it; a handler must stay minimal
+
+    def _forward_stop(self) -> None:
+        for job in self.running.values():
+            if not job.signalled and job.process.poll() is None:
+                job.process.send_signal(signal.SIGINT)
+                job.signalled = True
+
+    def _start(self, cell: Cell, slot: str) -> _Running:
+        folder = cell_folder(self.spec, cell)
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = folder / LOG_NAME
+        args = [*cell.args(), "--out-dir", str(folder), "--device", slot]
+        command = [sys.executable, "-m", "lmplay.cli.trainer", *args]
+        with open(log_path, "ab") as log:
+            offset = log.tell()
+            log.write(f"$ lmp_trainer {' '.join(args)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,  # Ctrl+C reaches cells only through the queue, once
+            )
+        record = {"state": "running", "pid": process.pid, "device": slot, "args": args}
+        write_record(folder, **record, exit_code=None, error=None)
+        self.say(f"{self._tag(cell)} start {cell.name} on {slot} (log: {log_path})")
+        return _Running(cell, slot, process, offset, time.monotonic())
+
+    def _reap(self) -> None:
+        for slot_index, job in list(self.running.items()):
+            code = job.process.poll()
+            if code is None:
+                continue
+            del self.running[slot_index]
+            self._finish(job, code)
+
+    def _finish(self, job: _Running, code: int) -> None:
+        folder = cell_folder(self.spec, job.cell)
+        seconds = time.monotonic() - job.started
+        record = {"pid": None, "device": job.slot, "args": job.process.args[3:], "exit_code": code}
+        tag = self._tag(job.cell)
+        if code == 0:
+            write_record(folder, state="finished", error=None, **record)
+            self.say(f"{tag} finished {job.cell.name} in {seconds:.1f} s")
+            return
+        stopped = job.signalled or code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+        if stopped:
+            state = "interrupted" if has_checkpoint(folder) else "pending"
+            write_record(folder, state=state, error=None, **record)
+            self.say(f"{tag} {state} {job.cell.name} (exit {code}); rerun to resume")
+            return
+        error = last_error_line(folder / LOG_NAME, job.log_offset)
+        write_record(folder, state="failed", error=error, **record)
+        self.say(f"{tag} failed {job.cell.name} (exit {code}): {error}")
+
+    def _summary(self) -> int:
+        states = [cell_state(cell_folder(self.spec, c)) for c in self.spec.cells]
+        done = states.count("finished")
+        self.say(
+            f"{done}/{len(states)} cells finished; status: lmp_grid {self.spec.source} --status"
+        )
+        if self.stop_signal is not None:
+            self.say(f"stopped by {signal.Signals(self.stop_signal).name}; rerun to resume")
+            return EXIT_INTERRUPTED
+        return EXIT_ALL_FINISHED if done == len(states) else EXIT_SOME_NOT_FINISHED
+
+    def _tag(self, cell: Cell) -> str:
+        return f"[{self.index[cell.name]}/{len(self.spec.cells)}]"
+
+
+def last_error_line(log: Path, offset: int = 0) -> str:
+    """The last `error:` line the attempt wrote after `offset`, else its last line (a traceback)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # tqdm redraws with carriage returns; the visible line is the text after the last one.
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
+    return (errors or lines or [""])[-1][:300]
+
+
+def device_slots(devices: str, jobs: int) -> list[str]:
+    """`"cuda:0,cuda:1"` with 2 jobs -> one slot per device and job, devices interleaved."""
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    return [name for _ in range(jobs) for name in names]
