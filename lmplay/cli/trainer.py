@@ -93,11 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(cfg: RunConfig) -> int:
     # Heavy imports wait until the flags are known to be valid, so `--help` and bad flags are fast.
     from lmplay.models import describe_experiments, get_experiment
+    from lmplay.models.hf import HF_EXP_HELP, is_hf_exp
 
     if cfg.model.exp == "list":
         print(describe_experiments(cfg.model.size_overrides()))
+        print(HF_EXP_HELP)
         return 0
-    get_experiment(cfg.model.exp)
+    if not is_hf_exp(cfg.model.exp):  # an hf: folder is read when the run starts (or resumes)
+        get_experiment(cfg.model.exp)
     from lmplay.plan.registry import load_plan
 
     plan = load_plan(cfg.data.training_plan)

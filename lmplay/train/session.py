@@ -18,12 +18,13 @@ from torch import nn
 
 from lmplay.config import RunConfig
 from lmplay.errors import CheckpointError, UsageError
-from lmplay.models import ModelArgs, get_experiment
+from lmplay.models import Experiment, ModelArgs, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
+from lmplay.train.adapters import attach_adapters
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.loss import LossModel
@@ -53,13 +54,16 @@ class Session:
     resumed_from: Path | None
     notes: list[str]
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
+    experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
 
 
-def _pack_len(cfg: RunConfig, exp: str, model_args: ModelArgs, notes: list[str]) -> int | None:
+def _pack_len(
+    cfg: RunConfig, experiment: Experiment, model_args: ModelArgs, notes: list[str]
+) -> int | None:
     if cfg.batch.no_packing:
         return None
-    if not get_experiment(exp).packs_rows:
-        notes.append(f"{exp} takes no positions/segments: one sample per row, padded")
+    if not experiment.packs_rows:
+        notes.append(f"{experiment.name} takes no positions/segments: one sample per row, padded")
         return None
     return model_args.context_len
 
@@ -105,20 +109,35 @@ def find_checkpoint(cfg: RunConfig) -> Path | None:
     return None
 
 
+def _read_source(source: Path | None) -> dict[str, Any]:
+    """The checkpoint's components; a transformers folder (--initial-model) gives a model."""
+    if source is None:
+        return {}
+    if source.is_dir():
+        from lmplay.models.hf_import import import_folder
+
+        return {"model": import_folder(source)}
+    return load_checkpoint(source)["components"]
+
+
 def build_session(cfg: RunConfig) -> Session:
     device = resolve_device(cfg.system.device)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
-    stored = load_checkpoint(source)["components"] if source else {}
+    stored = _read_source(source)
     notes: list[str] = []
     seed_everything(cfg.data.seed)
 
     exp, model_args = _model_identity(cfg, stored.get("model"), source)
-    model = get_experiment(exp).build(model_args)
+    experiment = get_experiment(exp, (stored.get("model") or {}).get("state_args"))
+    model = experiment.build(model_args)
+    from_initial = source is not None and source != cfg.model_path()
+    lora = attach_adapters(cfg, model, stored.get("model"), source, from_initial)
+    if lora is not None:
+        notes.append(lora.describe())
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
 
-    from_initial = source is not None and source != cfg.model_path()
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
@@ -139,6 +158,9 @@ def build_session(cfg: RunConfig) -> Session:
     checkpoint_map = _checkpoint_map(
         cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
     )
+    checkpoint_map.entries["model"].state_args.update(experiment.state_args())
+    if lora is not None:
+        checkpoint_map.entries["model"].state_args["lora"] = lora.to_dict()
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
     keep_history = load_progress is not None
@@ -173,7 +195,8 @@ def build_session(cfg: RunConfig) -> Session:
         checkpoint_map=checkpoint_map,
         resumed_from=source,
         notes=notes,
-        pack_len=_pack_len(cfg, exp, model_args, notes),
+        pack_len=_pack_len(cfg, experiment, model_args, notes),
+        experiment=experiment,
     )
 
 
