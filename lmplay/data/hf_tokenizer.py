@@ -71,11 +71,12 @@ def _last_merge(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
-def gpt2_merges() -> list[str]:
+@functools.cache
+def gpt2_merges() -> tuple[str, ...]:
     """merges.txt's rules, one `left right` per token of more than one byte, in rank order."""
     ranks = _ranks()
     tokens = sorted((t for t in ranks if len(t) > 1), key=ranks.__getitem__)
-    return [" ".join(map(_as_unicode, _last_merge(ranks, t))) for t in tokens]
+    return tuple(" ".join(map(_as_unicode, _last_merge(ranks, t))) for t in tokens)
 
 
 def write_gpt2_tokenizer(folder: Path, context_len: int) -> None:

@@ -209,7 +209,7 @@ def hf_experiment(name: str, stored_state_args: dict[str, Any] | None = None) ->
     if isinstance(stored, dict):
         raw = stored
     else:
-        folder = read_folder(Path(name[len(HF_PREFIX) :]), "--exp", weights_required=False)
+        folder = read_folder(Path(name[len(HF_PREFIX) :]), "--exp")
         raw = config_to_dict(folder.config)
     for key in _LOGIT_TRANSFORMS:
         if raw.get(key) not in (None, 1, 1.0):

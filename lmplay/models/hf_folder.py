@@ -1,7 +1,7 @@
 """Reading a local transformers model folder, refusing what lmplay cannot train faithfully.
 
 A folder must hold a `config.json` of a causal LM that transformers knows without remote code,
-its weight files when weights are expected (every shard an index names), and GPT-2's BPE
+every weight shard its index names, and GPT-2's BPE
 tokenizer or none, since lmplay's batcher tokenizes with GPT-2 BPE. Each refusal is one line.
 """
 
@@ -32,7 +32,7 @@ class HFFolder:
     weight_files: tuple[Path, ...]  # empty: config only
 
 
-def read_folder(path: Path, flag: str, *, weights_required: bool) -> HFFolder:
+def read_folder(path: Path, flag: str) -> HFFolder:
     """The folder's config and weight files, or a UsageError saying why lmplay cannot use it."""
     where = f"{flag} {path}"
     config_path = path / "config.json"
@@ -51,8 +51,6 @@ def read_folder(path: Path, flag: str, *, weights_required: bool) -> HFFolder:
         )
     config = _causal_lm_config(raw, where)
     weights = _weight_files(path, where)
-    if weights_required and not weights:
-        raise UsageError(f"{where}: no weight files ({', '.join(WEIGHT_FILES)} or a sharded index)")
     problem = folder_tokenizer_problem(path)
     if problem is not None:
         raise UsageError(f"{where}: the tokenizer is not GPT-2's BPE: {problem}; {GPT2_BPE}")

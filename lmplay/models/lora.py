@@ -82,6 +82,8 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """`model` with every adapter folded into its base layer and the plain layer put back."""
+    if not any(ADAPTER_MARK in name for name, _ in model.named_parameters()):
+        return model  # nothing to merge, and no need to import peft
     from peft.tuners.lora import LoraLayer
 
     adapted = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]

@@ -27,7 +27,8 @@ def plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def train_tiny(plan: Path, out: Path, exp: str, *extra: str) -> Path:
     flags = [*TINY_FLAGS, "--exp", exp, "--training-plan", str(plan), "--out-dir", str(out)]
-    assert trainer_main([*flags, "--max-steps", "3", "--validation-interval", "1000", *extra]) == 0
+    steps = ["--max-steps", "2", "--batch-size", "4", "--validation-interval", "1000"]
+    assert trainer_main([*flags, *steps, *extra]) == 0
     return out / f"{exp}.lmp"
 
 
