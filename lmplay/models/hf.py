@@ -61,14 +61,17 @@ class HFCausalLM(nn.Module):
         return self.hf.get_output_embeddings()
 
     def enable_activation_checkpointing(self) -> None:
-        """Recompute each layer's activations in backward (transformers' gradient checkpointing).
+        """Recompute each layer's activations in backward (transformers' checkpointing).
 
         The non-reentrant variant needs no input that requires grad, so it also works when only
         LoRA adapters train and the embeddings are frozen.
         """
-        self.hf.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        kwargs = {"use_reentrant": False}
+        enable = getattr(self.hf, "activation_checkpointing_enable", None)  # newer transformers
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def forward(
         self,

@@ -76,7 +76,9 @@ def test_gpt2_folder_imports_trains_and_round_trips_bitwise(plan: Path, tmp_path
         assert (model.eval().lm_head(model(ids)) - theirs).abs().max().item() <= 1e-4
 
     out = tmp_path / "out"
-    assert train(plan, out, "--exp", "gpt2", "--initial-model", str(folder), "--max-steps", "2") == 0
+    assert (
+        train(plan, out, "--exp", "gpt2", "--initial-model", str(folder), "--max-steps", "2") == 0
+    )
     trained = weights(out / "gpt2.lmp")
     assert not torch.equal(trained["wte.weight"], imported["state"]["wte.weight"])
     assert export_cli.main([str(out / "gpt2.lmp"), str(tmp_path / "exported")]) == 0
