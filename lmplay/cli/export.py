@@ -3,7 +3,7 @@
 lmp_export out_gpt/gpt2ish.lmp exported/gpt2ish
 
 `transformers.AutoModelForCausalLM.from_pretrained(OUT_DIR)` and
-`AutoTokenizer.from_pretrained(OUT_DIR)` then load it offline. gpt2ish and gpt2 become
+`AutoTokenizer.from_pretrained(OUT_DIR)` then load it offline. gpt2ish and gpt2ish_tanh become
 GPT2LMHeadModel, modern and modern_tied LlamaForCausalLM, hf: models their own class; LoRA
 adapters are merged. The folder appears complete or not at all.
 """

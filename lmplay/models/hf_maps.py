@@ -1,6 +1,6 @@
 """Faithful maps between lmplay's families and transformers classes: configs and weights.
 
-`gpt2ish` and `gpt2` are GPT2LMHeadModel with the exact or the tanh GELU; `modern` and
+`gpt2ish` and `gpt2ish_tanh` are GPT2LMHeadModel with the exact or the tanh GELU; `modern` and
 `modern_tied` are LlamaForCausalLM with an untied or tied head. Every other architecture, and a
 transformers config these classes do not compute exactly, is refused with a message naming what
 does not map. Weights move by copy, transpose (GPT-2's Conv1D stores (in, out)) and split or
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from lmplay.errors import UsageError
-from lmplay.models.gpt2 import GPT2
 from lmplay.models.gpt2ish import GPT2ish
+from lmplay.models.gpt2ish_tanh import GPT2ishTanh
 from lmplay.models.modern import Modern, ModernTied
 from lmplay.models.modules import swiglu_hidden
 from lmplay.models.registry import ModelArgs
@@ -27,7 +27,11 @@ EOT_ID = 50256
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which gpt2ish uses
 RMS_NORM_EPS = 1e-6  # lmplay's RMSNorm
 ROPE_THETA = 10000.0  # lmplay's rotary_tables
-GELU_ACTIVATIONS = {"gelu": "gpt2ish", "gelu_new": "gpt2", "gelu_pytorch_tanh": "gpt2"}
+GELU_ACTIVATIONS = {
+    "gelu": "gpt2ish",
+    "gelu_new": "gpt2ish_tanh",
+    "gelu_pytorch_tanh": "gpt2ish_tanh",
+}
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class Family:
 
 FAMILIES: dict[type[nn.Module], Family] = {
     GPT2ish: Family("GPT2LMHeadModel", lambda a: _gpt2_config(a, "gelu"), _gpt2_rules, True),
-    GPT2: Family(
+    GPT2ishTanh: Family(
         "GPT2LMHeadModel", lambda a: _gpt2_config(a, "gelu_pytorch_tanh"), _gpt2_rules, True
     ),
     Modern: Family(
@@ -246,7 +250,7 @@ def lmplay_identity(config: Any, source: str) -> tuple[str, ModelArgs, Family]:
         return _llama_identity(config, source)
     raise UsageError(
         f"{source}: a '{model_type}' model has no lmplay counterpart (mapped: gpt2 -> gpt2ish or "
-        f"gpt2, llama -> modern or modern_tied); train it with --exp hf:{source}"
+        f"gpt2ish_tanh, llama -> modern or modern_tied); train it with --exp hf:{source}"
     )
 
 
@@ -287,7 +291,7 @@ def _gpt2_identity(config: Any, source: str) -> tuple[str, ModelArgs, Family]:
         context_len=config.n_positions,
         vocab_size=config.vocab_size,
     )
-    return exp, args, FAMILIES[GPT2 if exp == "gpt2" else GPT2ish]
+    return exp, args, FAMILIES[GPT2ishTanh if exp == "gpt2ish_tanh" else GPT2ish]
 
 
 def _llama_identity(config: Any, source: str) -> tuple[str, ModelArgs, Family]:

@@ -67,9 +67,10 @@ def test_gpt2_folder_imports_trains_and_round_trips_bitwise(plan: Path, tmp_path
 
     folder = tiny_gpt2_folder(tmp_path / "gpt2")
     imported = import_folder(folder)
-    assert imported["state_args"]["exp"] == "gpt2"  # tanh GELU, as the folder's config says
+    assert imported["state_args"]["exp"] == "gpt2ish_tanh"  # tanh GELU, as the folder's config says
     ids = torch.tensor([get_tokenizer().encode(PROMPT)])
-    model = get_experiment("gpt2").build(get_experiment("gpt2").args(**TINY_SIZES))
+    experiment = get_experiment("gpt2ish_tanh")
+    model = experiment.build(experiment.args(**TINY_SIZES))
     model.load_state_dict(imported["state"])
     with torch.no_grad():
         theirs = GPT2LMHeadModel.from_pretrained(folder).eval()(ids).logits
@@ -77,11 +78,14 @@ def test_gpt2_folder_imports_trains_and_round_trips_bitwise(plan: Path, tmp_path
 
     out = tmp_path / "out"
     assert (
-        train(plan, out, "--exp", "gpt2", "--initial-model", str(folder), "--max-steps", "2") == 0
+        train(
+            plan, out, "--exp", "gpt2ish_tanh", "--initial-model", str(folder), "--max-steps", "2"
+        )
+        == 0
     )
-    trained = weights(out / "gpt2.lmp")
+    trained = weights(out / "gpt2ish_tanh.lmp")
     assert not torch.equal(trained["wte.weight"], imported["state"]["wte.weight"])
-    assert export_cli.main([str(out / "gpt2.lmp"), str(tmp_path / "exported")]) == 0
+    assert export_cli.main([str(out / "gpt2ish_tanh.lmp"), str(tmp_path / "exported")]) == 0
     assert_bitwise(import_folder(tmp_path / "exported")["state"], trained)
 
 

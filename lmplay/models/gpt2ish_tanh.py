@@ -1,4 +1,4 @@
-"""GPT-2 exactly as released: gpt2ish with the tanh approximation of GELU.
+"""gpt2ish with GPT-2's tanh approximation of GELU, as the released GPT-2 weights use it.
 
 Pretrained GPT-2 folders (`activation_function: gelu_new`) import as this experiment, so their
 weights compute what they were trained to compute; gpt2ish itself uses the exact (erf) GELU.
@@ -11,14 +11,14 @@ from lmplay.models.registry import ModelArgs, register
 
 
 @register(
-    "gpt2",
-    "gpt2ish with GPT-2's tanh-approximate GELU, as pretrained GPT-2 weights use (124M sizes)",
-    num_blocks=12,
-    embed_dim=768,
-    num_heads=12,
-    context_len=1024,
+    "gpt2ish_tanh",
+    "gpt2ish with tanh-approximate GELU, as pretrained GPT-2 weights use (what they import as)",
+    num_blocks=4,
+    embed_dim=256,
+    num_heads=4,
+    context_len=256,
 )
-class GPT2(GPT2ish):
+class GPT2ishTanh(GPT2ish):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__(args)
         for block in self.blocks:
