@@ -47,15 +47,16 @@ def _matches(name: str, target: str) -> bool:
 
 def _check_targets(model: nn.Module, spec: LoraSpec) -> None:
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    head = model.lm_head
     for target in spec.targets:
         hits = [m for name, m in linears.items() if _matches(name, target)]
         if not hits:
-            names = sorted({name.rpartition(".")[2] for name in linears})
+            names = sorted({n.rpartition(".")[2] for n, m in linears.items() if m is not head})
             raise UsageError(
                 f"--lora-targets {target}: no Linear layer of the model is called that; "
                 f"its Linear layers are: {', '.join(names)}"
             )
-        if any(m is model.lm_head for m in hits):
+        if any(m is head for m in hits):
             raise UsageError(
                 f"--lora-targets {target}: the output layer takes no adapters (the chunked loss "
                 "reads its weight directly)"

@@ -76,6 +76,11 @@ def test_gpt2_folder_imports_trains_and_round_trips_bitwise(plan: Path, tmp_path
         theirs = GPT2LMHeadModel.from_pretrained(folder).eval()(ids).logits
         assert (model.eval().lm_head(model(ids)) - theirs).abs().max().item() <= 1e-4
 
+    hf_exp = get_experiment(f"hf:{folder}")  # the same folder as an hf: experiment
+    wrapped = hf_exp.build(hf_exp.args()).eval()
+    with torch.no_grad():
+        assert torch.equal(wrapped.lm_head(wrapped(ids)), theirs)  # its pretrained weights
+
     out = tmp_path / "out"
     assert (
         train(
@@ -137,6 +142,27 @@ def test_unusable_folders_are_refused_with_one_line(
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lora-rank", "4"], "--lora-rank 4 needs --lora-targets"),
+        (["--lora-targets", "qkv"], "--lora-targets and --lora-alpha need --lora-rank"),
+        (["--lora-rank", "4", "--lora-targets", "q_proj"], "its Linear layers are: fc, proj, qkv"),
+        (["--lora-rank", "4", "--lora-targets", "lm_head"], "the output layer takes no adapters"),
+    ],
+)
+def test_bad_lora_flags_are_refused(plan, tmp_path, capsys, flags, message) -> None:
+    assert train(plan, tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_exp_list_mentions_hf_folders(capsys) -> None:
+    assert trainer_main(["--exp", "list"]) == 0
+    assert "hf:PATH" in capsys.readouterr().out
 
 
 def test_foreign_tokenizer_is_refused_saying_lmplay_uses_gpt2_bpe(plan, tmp_path, capsys) -> None:
