@@ -16,6 +16,7 @@ from lmplay.cli import generate as generate_cli
 from lmplay.cli.trainer import main as trainer_main
 from lmplay.data.tokenizer import get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
+from lmplay.models.hf import HFCausalLM
 from lmplay.models.hf_import import import_folder
 from lmplay.models.lora import LoraSpec, apply_lora
 from lmplay.stats.runs import load_stats
@@ -275,3 +276,17 @@ def test_lora_on_hf_model_with_activation_checkpointing(tmp_path: Path) -> None:
     assert plain.keys() == checkpointed.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_packing_needs_the_model_to_keep_packed_samples_apart(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "tiny-llama"
+    tiny_llama_config().save_pretrained(folder)
+    assert get_experiment(f"hf:{folder}").packs_rows
+
+    # A model whose mask lets a row's second sample attend to its first does not pack.
+    def causal_only(self, segments: torch.Tensor) -> torch.Tensor:
+        T = segments.size(1)
+        return torch.ones(T, T, dtype=torch.bool).tril().expand(segments.size(0), 1, T, T)
+
+    monkeypatch.setattr(HFCausalLM, "_packed_mask", causal_only)
+    assert not get_experiment(f"hf:{folder}").packs_rows
