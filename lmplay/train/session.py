@@ -63,7 +63,7 @@ def _pack_len(
     if cfg.batch.no_packing:
         return None
     if not experiment.packs_rows:
-        notes.append(f"{experiment.name} takes no positions/segments: one sample per row, padded")
+        notes.append(f"{experiment.name} cannot pack rows (positions/segments): one sample per row")
         return None
     return model_args.context_len
 
