@@ -39,12 +39,6 @@ def is_hf_exp(name: str) -> bool:
     return name.startswith(HF_PREFIX)
 
 
-def _dtype_kwarg() -> str:
-    import transformers
-
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-
-
 class HFCausalLM(nn.Module):
     """A transformers causal LM behind lmplay's model contract (hidden states out, `lm_head`)."""
 
@@ -52,7 +46,6 @@ class HFCausalLM(nn.Module):
         super().__init__()
         self.args = args
         self.hf = hf_model
-        self.packs = False  # set by HFExperiment.build once the probe has run
         forward = inspect.signature(self.hf.base_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
 
@@ -184,7 +177,7 @@ class HFExperiment(Experiment):
         from transformers import AutoModelForCausalLM
 
         config = self.config()
-        dtype = {_dtype_kwarg(): torch.float32}
+        dtype = {"dtype": torch.float32}
         if self.folder is not None and self.folder.weight_files:
             hf_model = AutoModelForCausalLM.from_pretrained(
                 str(self.folder.path), config=config, local_files_only=True, **dtype
@@ -195,7 +188,6 @@ class HFExperiment(Experiment):
         check_model_contract(model)
         if "packs" not in self._probe:
             self._probe["packs"] = _probe_packing(model)
-        model.packs = self._probe["packs"]
         return model
 
     def build_meta(self, args: ModelArgs) -> nn.Module:
