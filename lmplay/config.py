@@ -149,6 +149,28 @@ class SystemConfig:
 
 
 @dataclass
+class AdapterConfig:
+    lora_rank: int = _flag("rank of LoRA adapters (peft) on --lora-targets; 0: no adapters", 0)
+    lora_alpha: float | None = _flag("LoRA scale numerator: adapters add alpha/rank * B @ A")
+    lora_targets: str | None = _flag(
+        "comma-separated names of the Linear layers that get adapters, e.g. qkv,proj "
+        "(lmplay's models) or q_proj,v_proj (Llama)"
+    )
+    lora_dropout: float = _flag("dropout on the input of the LoRA adapters", 0.0)
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in (self.lora_targets or "").split(",") if t.strip())
+
+    def alpha(self) -> float:
+        return float(self.lora_rank) if self.lora_alpha is None else self.lora_alpha
+
+
+def exp_file_stem(exp: str) -> str:
+    """The experiment's name as a file name: `hf:/models/tiny-llama` -> `hf_tiny-llama`."""
+    return "hf_" + Path(exp[len("hf:") :]).name if exp.startswith("hf:") else exp
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -156,6 +178,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     io: RunIOConfig = field(default_factory=RunIOConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+    lora: AdapterConfig = field(default_factory=AdapterConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -203,6 +226,7 @@ class RunConfig:
             )
         if not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")
+        self._validate_lora()
         if (
             self.io.model is not None
             and self.io.initial_model is not None
@@ -217,10 +241,28 @@ class RunConfig:
             return Path(self.io.out_dir)
         return Path(DEFAULT_OUT_DIR) / plan_label(self.data.training_plan)
 
+    def _validate_lora(self) -> None:
+        lora = self.lora
+        if lora.lora_rank < 0:
+            raise UsageError(f"--lora-rank {lora.lora_rank} must be >= 0 (0: no adapters)")
+        if lora.lora_rank and not lora.targets():
+            raise UsageError(
+                f"--lora-rank {lora.lora_rank} needs --lora-targets (Linear layer names, e.g. "
+                "qkv,proj for lmplay's models or q_proj,v_proj for Llama)"
+            )
+        if not lora.lora_rank and (lora.lora_targets or lora.lora_alpha is not None):
+            raise UsageError("--lora-targets and --lora-alpha need --lora-rank R (R > 0)")
+        if lora.lora_alpha is not None and not (
+            lora.lora_alpha > 0 and math.isfinite(lora.lora_alpha)
+        ):
+            raise UsageError(f"--lora-alpha {lora.lora_alpha} must be a finite number > 0")
+        if not 0 <= lora.lora_dropout < 1:
+            raise UsageError(f"--lora-dropout {lora.lora_dropout} must be in [0, 1)")
+
     def model_path(self) -> Path:
         if self.io.model:
             return Path(self.io.model)
-        return self.out_dir() / f"{self.model.exp}.lmp"
+        return self.out_dir() / f"{exp_file_stem(self.model.exp)}.lmp"
 
     def run_name(self) -> str:
         return self.io.run_name or self.model_path().stem
@@ -292,6 +334,7 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "io": RunIOConfig,
     "system": SystemConfig,
+    "lora": AdapterConfig,
 }
 
 

@@ -69,8 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(cfg: RunConfig) -> int:
     if cfg.model.exp == "list":
         from lmplay.models import describe_experiments
+        from lmplay.models.hf import HF_EXP_HELP
 
         print(describe_experiments(cfg.model.size_overrides()))
+        print(HF_EXP_HELP)
         return 0
     if cfg.system.describe or cfg.system.save_datasets:
         return _train(cfg)  # neither writes the run's files: no lock, no folder check
@@ -90,8 +92,10 @@ def _model_flag(cfg: RunConfig) -> str:
 def _train(cfg: RunConfig) -> int:
     # Heavy imports wait until the flags are known to be valid, so `--help` and bad flags are fast.
     from lmplay.models import get_experiment
+    from lmplay.models.hf import is_hf_exp
 
-    get_experiment(cfg.model.exp)
+    if not is_hf_exp(cfg.model.exp):  # an hf: folder is read when the run starts (or resumes)
+        get_experiment(cfg.model.exp)
     from lmplay.plan.registry import load_plan
 
     plan = load_plan(cfg.data.training_plan)

@@ -13,7 +13,7 @@ from lmplay.models.registry import (
 )
 
 # Imported for their @register side effect; the registry must exist first.
-from lmplay.models import gpt2ish, modern, resscale  # noqa: F401  # isort: skip
+from lmplay.models import gpt2ish, gpt2ish_tanh, modern, resscale  # noqa: F401  # isort: skip
 
 __all__ = [
     "TINY_SIZES",

@@ -39,6 +39,9 @@ class KVCache:
         self.pos = 0
         self._k: dict[int, Tensor] = {}
         self._v: dict[int, Tensor] = {}
+        # The cache of a wrapped model that keeps its own (a transformers Cache); `pos` still
+        # counts its tokens.
+        self.external: object | None = None
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, H, T, D) at `pos`; return all keys/values so far (B, H, pos+T, D)."""
@@ -179,16 +182,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class GeluMLP(nn.Module):
-    """GPT-2's feed-forward: expand 4x, GELU, project back."""
+    """GPT-2's feed-forward: expand 4x, GELU, project back.
 
-    def __init__(self, args: ModelArgs, *, bias: bool = True) -> None:
+    `approximate` is F.gelu's: "none" (exact, erf) or "tanh" (what released GPT-2 weights use).
+    """
+
+    def __init__(self, args: ModelArgs, *, bias: bool = True, approximate: str = "none") -> None:
         super().__init__()
+        self.approximate = approximate
         self.fc = nn.Linear(args.embed_dim, 4 * args.embed_dim, bias=bias)
         self.proj = nn.Linear(4 * args.embed_dim, args.embed_dim, bias=bias)
         self.drop = nn.Dropout(args.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 def swiglu_hidden(embed_dim: int, multiple_of: int = 64) -> int:

@@ -22,6 +22,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +60,10 @@ class Experiment:
         """Whether forward takes `positions` and `segments`, so rows may hold several samples."""
         parameters = inspect.signature(self.model_class.forward).parameters
         return "positions" in parameters and "segments" in parameters
+
+    def state_args(self) -> dict[str, Any]:
+        """What a checkpoint stores beside `exp` and `model_args` to rebuild this experiment."""
+        return {}
 
     def build(self, args: ModelArgs) -> nn.Module:
         return check_model_contract(self.model_class(args))
@@ -135,7 +140,12 @@ def experiment_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_experiment(name: str) -> Experiment:
+def get_experiment(name: str, stored_state_args: Mapping[str, Any] | None = None) -> Experiment:
+    """The registered `name`, or `hf:PATH` (rebuilt from a checkpoint's `stored_state_args`)."""
+    if name.startswith("hf:"):
+        from lmplay.models.hf import hf_experiment
+
+        return hf_experiment(name, dict(stored_state_args or {}))
     try:
         return _REGISTRY[canonical_name(name)]
     except KeyError:

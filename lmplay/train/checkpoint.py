@@ -216,7 +216,11 @@ def restore_model(stored: dict[str, Any], source: Path) -> tuple[str, ModelArgs,
         )
     exp = args.get("exp")
     model_args = ModelArgs.from_dict(args["model_args"])
-    model = get_experiment(str(exp)).build(model_args)
+    model = get_experiment(str(exp), args).build(model_args)
+    if isinstance(args.get("lora"), dict):
+        from lmplay.models.lora import LoraSpec, apply_lora
+
+        apply_lora(model, LoraSpec.from_dict(args["lora"]))
     CheckpointMap({"model": Entry(ModelState(model), args)}).load({"model": stored}, source)
     return str(exp), model_args, model
 

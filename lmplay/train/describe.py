@@ -8,7 +8,7 @@ from lmplay.train.session import Session
 
 def describe_session(session: Session, *, full: bool = False) -> str:
     s = session
-    experiment = get_experiment(s.exp)
+    experiment = s.experiment or get_experiment(s.exp)
     params = sum(p.numel() for p in s.model.parameters())
     trainable = sum(p.numel() for p in s.model.parameters() if p.requires_grad)
     args = s.model_args

@@ -19,12 +19,13 @@ from torch import nn
 
 from lmplay.config import DEFAULT_OUT_DIR, RunConfig
 from lmplay.errors import CheckpointError, UsageError
-from lmplay.models import ModelArgs, canonical_name, get_experiment
+from lmplay.models import Experiment, ModelArgs, canonical_name, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
+from lmplay.train.adapters import attach_adapters
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
@@ -56,13 +57,16 @@ class Session:
     resumed_from: Path | None
     notes: list[str]
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
+    experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
 
 
-def _pack_len(cfg: RunConfig, exp: str, model_args: ModelArgs, notes: list[str]) -> int | None:
+def _pack_len(
+    cfg: RunConfig, experiment: Experiment, model_args: ModelArgs, notes: list[str]
+) -> int | None:
     if cfg.batch.no_packing:
         return None
-    if not get_experiment(exp).packs_rows:
-        notes.append(f"{exp} takes no positions/segments: one sample per row, padded")
+    if not experiment.packs_rows:
+        notes.append(f"{experiment.name} cannot pack rows (positions/segments): one sample per row")
         return None
     return model_args.context_len
 
@@ -134,22 +138,37 @@ def _check_old_default_location(cfg: RunConfig) -> None:
     )
 
 
+def _read_source(source: Path | None) -> dict[str, Any]:
+    """The checkpoint's components; a transformers folder (--initial-model) gives a model."""
+    if source is None:
+        return {}
+    if source.is_dir():
+        from lmplay.models.hf_import import import_folder
+
+        return {"model": import_folder(source)}
+    return load_checkpoint(source)["components"]
+
+
 def build_session(cfg: RunConfig) -> Session:
     allowed = allowed_changes(cfg.data.allow_changed)
     device = resolve_device(cfg.system.device)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
-    stored = load_checkpoint(source)["components"] if source else {}
+    stored = _read_source(source)
     notes: list[str] = []
     seed_everything(cfg.data.seed)
 
     exp, model_args = _model_identity(cfg, stored.get("model"), source)
-    _check_fits(cfg, exp, model_args, device)
-    model = get_experiment(exp).build(model_args)
+    experiment = get_experiment(exp, (stored.get("model") or {}).get("state_args"))
+    _check_fits(cfg, experiment, model_args, device)
+    model = experiment.build(model_args)
+    from_initial = source is not None and source != cfg.model_path()
+    lora = attach_adapters(cfg, model, stored.get("model"), source, from_initial)
+    if lora is not None:
+        notes.append(lora.describe())
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
 
-    from_initial = source is not None and source != cfg.model_path()
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
     data = dataset_fingerprints(plan.datasets)
     changed_data: set[str] = set()
@@ -185,6 +204,9 @@ def build_session(cfg: RunConfig) -> Session:
         cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
     )
     checkpoint_map.entries["runner"].state_args["data"] = data
+    checkpoint_map.entries["model"].state_args.update(experiment.state_args())
+    if lora is not None:
+        checkpoint_map.entries["model"].state_args["lora"] = lora.to_dict()
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
     keep_history = load_progress is not None
@@ -221,7 +243,8 @@ def build_session(cfg: RunConfig) -> Session:
         checkpoint_map=checkpoint_map,
         resumed_from=source,
         notes=notes,
-        pack_len=_pack_len(cfg, exp, model_args, notes),
+        pack_len=_pack_len(cfg, experiment, model_args, notes),
+        experiment=experiment,
     )
 
 
@@ -408,9 +431,11 @@ def _plan_and_progress(
     return plan, progress, adopt
 
 
-def _check_fits(cfg: RunConfig, exp: str, model_args: ModelArgs, device: torch.device) -> None:
+def _check_fits(
+    cfg: RunConfig, experiment: Experiment, model_args: ModelArgs, device: torch.device
+) -> None:
     """Refuse sizes whose weights, gradients and optimizer state cannot fit, before allocating."""
-    shape_only = get_experiment(exp).build_meta(model_args)
+    shape_only = experiment.build_meta(model_args)
     _apply_freezing(shape_only, cfg.system.default_freeze)
     params = list(shape_only.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)

@@ -17,6 +17,7 @@ import pytest
 from lmp_testing import TINY_FLAGS, one_stage_plan
 
 from lmplay.cli.grid import main
+from lmplay.stats.runs import load_stats
 
 ARCHS = ("gpt2ish", "modern")
 BAD_ERROR = "error: --mini-batch-size 16 is larger than --batch-size 8"
@@ -107,5 +108,5 @@ def test_stopped_grid_resumes_only_missing_cells_and_a_bad_cell_fails_alone(
         assert rows[cell][1] == "failed" and f"exit 2: {BAD_ERROR}" in row
         record = json.loads((tmp_path / "out" / cell / "cell.json").read_text())
         assert record["exit_code"] == 2 and record["error"].startswith(BAD_ERROR)
-    stats = json.loads((tmp_path / "out" / "modern,seed=1" / "modern.stats.json").read_text())
-    assert stats["run"] == "modern,seed=1" and stats["meta"]["seed"] == 1
+    stats = load_stats(tmp_path / "out" / "modern,seed=1" / "modern.stats.jsonl")
+    assert stats.run == "modern,seed=1" and stats.meta["seed"] == 1
