@@ -15,7 +15,7 @@ import orjson
 
 from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import CheckpointError
-from lmplay.stats.runs import REQUIRED_KEYS, RunStats, load_stats
+from lmplay.stats.runs import EVENT_KEYS, REQUIRED_KEYS, RunStats, load_stats
 
 STATE_VERSION = 1
 _DUMP_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -36,6 +36,8 @@ class StatsRecorder:
         self.meta = _plain(meta)
         self._train: list[dict[str, Any]] = []
         self._validation: dict[str, list[dict[str, Any]]] = {}
+        self._stops: list[dict[str, Any]] = []
+        self._generations: list[dict[str, Any]] = []
         self._dirty = True  # the first flush writes the file even when there is nothing yet
 
     @property
@@ -54,10 +56,38 @@ class StatsRecorder:
         self._validation.setdefault(name, []).append(_checked(record))
         self._dirty = True
 
+    @property
+    def stops(self) -> list[dict[str, Any]]:
+        return list(self._stops)
+
+    @property
+    def generations(self) -> list[dict[str, Any]]:
+        return list(self._generations)
+
+    def add_stop(self, record: dict[str, Any]) -> bool:
+        """Record why training stopped (`reason`, `message`, counters); False for a repeat.
+
+        A rerun that stops again at once for the same reason (`--max-steps` already reached)
+        adds nothing, so the list says what happened, not how often the command ran.
+        """
+        record = _checked(record, (*EVENT_KEYS, "reason"))
+        last = self._stops[-1] if self._stops else None
+        if last and (last["steps"], last["reason"]) == (record["steps"], record["reason"]):
+            return False
+        self._stops.append(record)
+        self._dirty = True
+        return True
+
+    def add_generation(self, record: dict[str, Any]) -> None:
+        self._generations.append(_checked(record, (*EVENT_KEYS, "prompt", "text")))
+        self._dirty = True
+
     def reset(self) -> None:
         """Drop every record (`--reset-history`); the next flush writes an empty history."""
         self._train.clear()
         self._validation.clear()
+        self._stops.clear()
+        self._generations.clear()
         self._dirty = True
 
     def flush(self) -> None:
@@ -76,6 +106,8 @@ class StatsRecorder:
             meta=self.meta,
             train=self._train,
             validation=self._validation,
+            stops=self._stops,
+            generations=self._generations,
         )
         atomic_write_bytes(self.path, orjson.dumps(stats.to_json(), option=_DUMP_OPTIONS))
         self._dirty = False
@@ -87,6 +119,8 @@ class StatsRecorder:
             "version": STATE_VERSION,
             "train_count": len(self._train),
             "validation_counts": {name: len(recs) for name, recs in self._validation.items()},
+            "stop_count": len(self._stops),
+            "generation_count": len(self._generations),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -102,9 +136,13 @@ class StatsRecorder:
             )
         train_count = int(state["train_count"])
         val_counts = {str(k): int(v) for k, v in state["validation_counts"].items()}
+        # Checkpoints written before stops and generations were recorded hold no counts.
+        stop_count = int(state.get("stop_count", 0))
+        generation_count = int(state.get("generation_count", 0))
         self._dirty = True
         if not self.path.exists():
             self._train, self._validation = [], {}
+            self._stops, self._generations = [], []
             if train_count or any(val_counts.values()):
                 warnings.warn(
                     f"{self.path}: stats file is missing; the checkpoint expected "
@@ -114,6 +152,8 @@ class StatsRecorder:
             return
         stats = load_stats(self.path)
         self._train = stats.train[:train_count]
+        self._stops = stats.stops[:stop_count]
+        self._generations = stats.generations[:generation_count]
         self._validation = {
             name: stats.validation.get(name, [])[:count] for name, count in val_counts.items()
         }
@@ -130,9 +170,9 @@ class StatsRecorder:
             )
 
 
-def _checked(record: dict[str, Any]) -> dict[str, Any]:
+def _checked(record: dict[str, Any], required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     # Missing counters are a trainer bug: fail at the call site, not later in the plotter.
-    missing = [key for key in REQUIRED_KEYS if key not in record]
+    missing = [key for key in required if key not in record]
     if missing:
         raise ValueError(f"stats record lacks {missing}: {record!r}")
     return _plain(record)

@@ -13,7 +13,12 @@ writes it to `<out_dir>/<model_stem>.stats.json`, so `lmp_plotstats` globs `*.st
                                      "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06,
                                      "word_accuracy": 0.01,
                                      "example": {"prompt": "...", "truth": "...",
-                                                 "prediction": "..."}}, ...]}}
+                                                 "prediction": "..."}}, ...]},
+     "stops": [{"samples": 640, "tokens": 76934, "steps": 40, "stage": "shakespeare",
+                "reason": "loss_target", "message": "mean train loss ... <= 6.5"}],
+     "stop_reason": "loss_target",
+     "generations": [{"samples": 512, "tokens": 61234, "steps": 32, "prompt": "The",
+                      "text": " king is ...", "temperature": 0.8, "top_k": 50, "seed": 7}]}
 
 - `format` is always `"lmplay-stats"`; `version` is 1. A reader refuses a newer version.
 - `run` names the run in plot legends; `exp` is the `--exp` model family; `model` the
@@ -23,6 +28,13 @@ writes it to `<out_dir>/<model_stem>.stats.json`, so `lmp_plotstats` globs `*.st
 - Every record is an object with at least `samples`, `tokens` (counters since the start of the
   run, so they grow from record to record) and `loss` (a number, or `null` when it was not
   finite). All other keys are optional, and readers keep keys they do not know.
+- `stops` (optional, added after version 1 first shipped; absent means none) lists why
+  training stopped, one record each time it did: a stage that ended (`reason` `epochs` when its
+  data ran out, or the stop rule that ended it: `loss_target`, `early_stop`, `max_epochs`) or a
+  run that paused (`max_steps`, `interrupted`, `diverged`). `stop_reason` repeats the last
+  reason (null when there is none) for readers that want only that.
+- `generations` (optional) holds the samples of `--generate-every`, one record per prompt.
+  Neither list carries `loss`; both carry `samples`, `tokens` and `steps`.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ FORMAT = "lmplay-stats"
 VERSION = 1
 STATS_SUFFIX = ".stats.json"
 REQUIRED_KEYS = ("samples", "tokens", "loss")
+EVENT_KEYS = ("samples", "tokens", "steps")  # what every stop and generation record carries
 
 
 @dataclass
@@ -54,6 +67,13 @@ class RunStats:
     train: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     version: int = VERSION
+    stops: list[dict[str, Any]] = field(default_factory=list)
+    generations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why training last stopped (`loss_target`, `max_steps`, ...), None when never."""
+        return self.stops[-1]["reason"] if self.stops else None
 
     @property
     def tokens(self) -> int:
@@ -71,6 +91,9 @@ class RunStats:
             "meta": self.meta,
             "train": self.train,
             "validation": self.validation,
+            "stops": self.stops,
+            "stop_reason": self.stop_reason,
+            "generations": self.generations,
         }
 
 
@@ -107,6 +130,8 @@ def load_stats(path: Path) -> RunStats:
         train=_records(doc.get("train", []), "train", path),
         validation=_validation(doc.get("validation", {}), path),
         version=version,
+        stops=_events(doc.get("stops", []), "stops", ("reason",), path),
+        generations=_events(doc.get("generations", []), "generations", ("prompt", "text"), path),
     )
 
 
@@ -145,6 +170,23 @@ def _validation(value: Any, path: Path) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(value, dict):
         raise UsageError(f'{path}: "validation" must map set names to lists of records')
     return {name: _records(recs, f"validation[{name}]", path) for name, recs in value.items()}
+
+
+def _events(value: Any, where: str, texts: tuple[str, ...], path: Path) -> list[dict[str, Any]]:
+    """Records without a loss: counters and the named text fields."""
+    if not isinstance(value, list):
+        raise UsageError(f"{path}: {where} must be a list of records")
+    for i, record in enumerate(value):
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}: {where} record {i} is not an object")
+        for key in EVENT_KEYS:
+            number = record.get(key)
+            if not isinstance(number, (int, float)) or isinstance(number, bool):
+                raise UsageError(f"{path}: {where} record {i} needs a number for {key!r}")
+        for key in texts:
+            if not isinstance(record.get(key), str):
+                raise UsageError(f"{path}: {where} record {i} needs a text for {key!r}")
+    return value
 
 
 def _records(value: Any, where: str, path: Path) -> list[dict[str, Any]]:

@@ -90,7 +90,13 @@ def test_resume_drops_records_written_after_the_checkpoint(tmp_path: Path) -> No
     rec.add_validation("v", _rec(5))
     rec.flush()
     state = rec.state_dict()
-    assert state == {"version": 1, "train_count": 5, "validation_counts": {"v": 1}}
+    assert state == {
+        "version": 1,
+        "train_count": 5,
+        "validation_counts": {"v": 1},
+        "stop_count": 0,
+        "generation_count": 0,
+    }
     for i in range(6, 9):  # the interrupted run's tail, past the checkpoint
         rec.add_train(_rec(i))
     rec.add_validation("v", _rec(8))
