@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import torch
 from lmp_testing import tiny_run_config, write_corpus, write_plan
 
+from lmplay.cli.plotstats import main as plotstats_main
 from lmplay.config import GenerateConfig, ModelConfig, RunIOConfig, StopConfig
 from lmplay.stats.runs import load_stats
 from lmplay.train.session import build_session
@@ -69,3 +71,9 @@ def test_eval_only_set_best_checkpoint_and_samples_change_no_weight(tmp_path: Pa
     assert best["best"]["state"]["loss"] == min(other)
     assert best["runner"]["state"]["step"] == steps[other.index(min(other))]
     assert not (plain_dir / "out" / "gpt2ish.best.lmp").exists()
+
+    # lmp_plotstats reads the new records and draws the eval-only set like the others
+    assert plotstats_main([str(extras_dir / "out"), "--out-dir", str(tmp_path / "plots")]) == 0
+    manifest = orjson.loads((tmp_path / "plots" / "plots.json").read_bytes())
+    loss = next(p for p in manifest["plots"] if p["file"] == "loss.png")
+    assert sorted(line["dataset"] for line in loss["series"]) == ["corpus", "other"]
