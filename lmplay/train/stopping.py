@@ -149,6 +149,25 @@ class StopRules:
     def _minimum_done(self, rule: StageRule, epochs_done: float) -> bool:
         return self.stage_steps >= rule.min_steps and epochs_done >= rule.min_epochs
 
+    def describe(self, stage_names: list[str]) -> list[str]:
+        """One line per stage with a rule, for the start-of-run summary."""
+        lines = []
+        for name, rule in zip(stage_names, self.rules, strict=True):
+            parts = []
+            if rule.stop_at_loss is not None:
+                parts.append(
+                    f"loss <= {rule.stop_at_loss:g} (mean of {rule.stop_loss_window} steps)"
+                )
+            if rule.early_stop_set is not None:
+                parts.append(f"early stop on '{rule.early_stop_set}' (patience {rule.patience})")
+            if parts and (rule.min_steps or rule.min_epochs):
+                parts.append(f"after {rule.min_steps} steps and {rule.min_epochs:g} epochs")
+            if rule.max_epochs is not None:
+                parts.append(f"at most {rule.max_epochs:g} epochs")
+            if parts:
+                lines.append(f"stop stage '{name}' at: " + ", ".join(parts))
+        return lines
+
     def state_args(self) -> dict[str, Any]:
         return {"rules": [asdict(rule) for rule in self.rules]}
 

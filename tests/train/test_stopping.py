@@ -192,3 +192,12 @@ def test_early_stop_ends_the_stage_after_patience_validations_and_keeps_the_best
     assert best_writes == [0, 1]  # improvements only; the equal 5.0 at step 3 is not one
     best = torch.load(tmp_path / "out" / "gpt2ish.best.lmp", weights_only=True)
     assert best["components"]["best"]["state"]["loss"] == 5.0
+
+
+def test_the_start_summary_names_each_stage_rule() -> None:
+    rules = StopRules(plan(stop_at_loss=2.5, min_epochs=1), StopConfig(max_epochs=3))
+    assert rules.describe(["a", "b"]) == [
+        "stop stage 'a' at: loss <= 2.5 (mean of 20 steps), after 0 steps and 1 epochs, "
+        "at most 3 epochs",
+        "stop stage 'b' at: at most 3 epochs",
+    ]
