@@ -201,3 +201,23 @@ def test_the_start_summary_names_each_stage_rule() -> None:
         "at most 3 epochs",
         "stop stage 'b' at: at most 3 epochs",
     ]
+
+
+def test_a_crash_after_a_rule_fired_resumes_into_the_stage_end_without_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash_at_stage_end(where: str) -> None:
+        if where == "stage_end":
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(trainer_module, "pause_point", crash_at_stage_end)
+    io = RunIOConfig(out_dir=str(tmp_path / "out"), validation_interval=1000, save_interval=4)
+    rule = StopConfig(stop_at_loss=100.0, stop_loss_window=2)  # fires at step 2
+    with pytest.raises(RuntimeError, match="crash"):
+        Trainer(build_session(tiny_run_config(tmp_path, io=io, stop=rule))).fit()
+    monkeypatch.undo()
+    resumed = build_session(tiny_run_config(tmp_path, io=io, stop=rule))
+    assert resumed.runner.step == 2 and resumed.stop_rules.stop is not None  # saved at step 2
+    assert Trainer(resumed).fit() == 0
+    assert resumed.runner.step == 2 and resumed.progress.finished
+    assert [s["reason"] for s in resumed.stats.stops] == ["loss_target"]
