@@ -132,6 +132,61 @@ class RunIOConfig:
 
 
 @dataclass
+class StopConfig:
+    """Stop rules for every stage (a stage's own keys override them) and the best checkpoint.
+
+    Counts are per stage: steps and epochs of the stage being trained. `--max-steps` (a pause of
+    the whole run) is in `RunIOConfig`.
+    """
+
+    stop_at_loss: float | None = _flag(
+        "end a stage when the running mean of its last --stop-loss-window train losses is <= this"
+    )
+    stop_loss_window: int = _flag("optimizer steps in the running mean of --stop-at-loss", 20)
+    min_steps: int | None = _flag(
+        "no --stop-at-loss or early stop before this many optimizer steps of the stage"
+    )
+    min_epochs: float | None = _flag(
+        "no --stop-at-loss or early stop before this many epochs of the stage"
+    )
+    max_epochs: float | None = _flag("end every stage after at most this many of its epochs")
+    early_stop_set: str | None = _flag(
+        "end a stage when this validation set has not improved for --patience validations"
+    )
+    patience: int | None = _flag(
+        "validations without improvement before --early-stop-set ends a stage (default 3)"
+    )
+    keep_best: bool = _flag("keep <model>.best.lmp: the weights of the best validation loss", False)
+    best_set: str | None = _flag(
+        "validation set that --keep-best ranks by (default: the plan's first); implies --keep-best"
+    )
+
+
+DEFAULT_PROMPTS = ("The", "Once upon a time")
+
+
+@dataclass
+class SamplesConfig:
+    """Samples during training: fixed prompts continued on an interval, printed and recorded."""
+
+    generate_every: int | None = _flag(
+        "continue the sample prompts every this many samples, print and record them"
+    )
+    generate_prompts: str | None = _flag(
+        "prompts for --generate-every, separated by '|' (default: the plan's generate_prompts, "
+        f"else {'|'.join(DEFAULT_PROMPTS)!r})"
+    )
+    generate_tokens: int = _flag("tokens each --generate-every sample adds to its prompt", 40)
+    temperature: float = _flag("sampling temperature of --generate-every (0: greedy)", 0.8)
+    top_k: int = _flag("sample --generate-every tokens from the k likeliest (0: all)", 50)
+
+    def prompts(self, plan_prompts: tuple[str, ...] = ()) -> tuple[str, ...]:
+        if self.generate_prompts is not None:
+            return tuple(p for p in self.generate_prompts.split("|") if p.strip())
+        return plan_prompts or DEFAULT_PROMPTS
+
+
+@dataclass
 class SystemConfig:
     device: str = _flag("torch device: cpu, cuda, cuda:1, mps, or auto", "auto")
     amp: bool = _flag("mixed precision: bf16 autocast (fp16 + grad scaling on old GPUs)", False)
@@ -179,6 +234,8 @@ class RunConfig:
     io: RunIOConfig = field(default_factory=RunIOConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     lora: AdapterConfig = field(default_factory=AdapterConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -197,6 +254,11 @@ class RunConfig:
             "--num-heads": self.model.num_heads,
             "--context-len": self.model.context_len,
             "--decay-steps": self.optim.decay_steps,
+            "--stop-loss-window": self.stop.stop_loss_window,
+            "--patience": self.stop.patience,
+            "--max-epochs": self.stop.max_epochs,
+            "--generate-every": self.samples.generate_every,
+            "--generate-tokens": self.samples.generate_tokens,
         }
         for flag, value in positive.items():
             if value is not None and value <= 0:
@@ -213,6 +275,11 @@ class RunConfig:
             "--min-lr": self.optim.min_lr,
             "--optimizer-warmup-steps": self.optim.optimizer_warmup_steps,
             "--keep-last": self.io.keep_last,
+            "--stop-at-loss": self.stop.stop_at_loss,
+            "--min-steps": self.stop.min_steps,
+            "--min-epochs": self.stop.min_epochs,
+            "--temperature": self.samples.temperature,
+            "--top-k": self.samples.top_k,
         }
         for flag, value in non_negative.items():
             if value is not None and (value < 0 or not math.isfinite(value)):
@@ -223,6 +290,11 @@ class RunConfig:
             raise UsageError(
                 f"--optimizer-warmup-fraction {self.optim.optimizer_warmup_fraction} must be in "
                 "(0, 1]"
+            )
+        if self.samples.generate_prompts is not None and not self.samples.prompts():
+            raise UsageError(
+                f"--generate-prompts {self.samples.generate_prompts!r} holds no prompt; give "
+                "texts separated by '|', e.g. 'The king|Once upon a time'"
             )
         if not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")
@@ -335,6 +407,8 @@ SECTIONS: dict[str, type] = {
     "io": RunIOConfig,
     "system": SystemConfig,
     "lora": AdapterConfig,
+    "stop": StopConfig,
+    "samples": SamplesConfig,
 }
 
 

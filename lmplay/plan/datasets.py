@@ -2,8 +2,9 @@
 
 Each dataset is loaded and tokenized once per process; `datasets` caches the tokenized Arrow
 files on disk, so a rerun reads them instead of tokenizing again. Validation rows are held out
-by a seeded permutation, so they never appear in training whatever the stage. A source with a
-copy saved by `--save-datasets` (see `lmplay.plan.saving`) is read from that copy.
+by a seeded permutation, so they never appear in training whatever the stage; a plan's
+`eval_only` datasets are held out the same way (the same rows) and never trained on. A source
+with a copy saved by `--save-datasets` (see `lmplay.plan.saving`) is read from that copy.
 """
 
 from __future__ import annotations

@@ -15,17 +15,30 @@ A plan is a JSON object:
       },
       "stages": [                          # other spellings: lmplay.plan.aliases
         {"name": "warmup", "datasets": ["shakespeare"], "epochs": 0.5},
-        {"datasets": ["wiki", "notes"], "epochs": 2}
-      ]
+        {"datasets": ["wiki", "notes"], "epochs": 2,
+         "stop_at_loss": 3.5, "min_epochs": 1}   # stop rules: see lmplay.plan.stop_keys
+      ],
+      "eval_only": ["qa"],                 # scored at every validation point, never trained on
+      "generate_prompts": ["The king"]     # continued every --generate-every samples
     }
 
 Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
-rewritten into this form first (`lmplay.plan.aliases`). Every error names the plan, the field
-and what is allowed.
+rewritten into this form first (`lmplay.plan.aliases`).
+
+Stage stop-rule keys (`stop_at_loss`, `stop_loss_window`, `min_steps`, `min_epochs`,
+`early_stop_set`, `patience`) override the matching flags for their stage; counts are per stage
+(`lmplay.plan.stop_keys` documents each). `eval_only` datasets are held out exactly as a trained
+dataset is (`validation_fraction` of the rows by the plan's seeded permutation, or
+`validation_split`), so a corpus scores the same rows whether a plan trains on it or not; no
+stage may name one. `generate_prompts` (default: the `--generate-prompts` flag) are the texts
+that `--generate-every` continues.
+
+Every error names the plan, the field and what is allowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,9 +49,19 @@ from typing import Any
 from lmplay.data.sources import SourceSpec
 from lmplay.errors import UsageError
 from lmplay.plan.aliases import canonical_plan
+from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys
 
-PLAN_KEYS = {"name", "description", "seed", "validation_fraction", "datasets", "stages"}
-STAGE_KEYS = {"name", "datasets", "epochs"}
+PLAN_KEYS = {
+    "name",
+    "description",
+    "seed",
+    "validation_fraction",
+    "datasets",
+    "stages",
+    "eval_only",
+    "generate_prompts",
+}
+STAGE_KEYS = {"name", "datasets", "epochs", *STOP_KEYS}
 SOURCE_KEYS = {f.name for f in fields(SourceSpec)} - {"name", "base_dir"}
 DATASET_KEYS = SOURCE_KEYS | {"validation_fraction", "validation_split"}
 
@@ -61,6 +84,7 @@ class StageDef:
     name: str
     datasets: tuple[str, ...]
     epochs: float
+    stop: tuple[tuple[str, Any], ...] = ()  # the stage's own stop-rule keys, sorted
 
     def fingerprint(self, plan: TrainingPlan) -> str:
         """Hash of everything that defines what this stage trains on."""
@@ -70,6 +94,8 @@ class StageDef:
             "datasets": [_dataset_definition(plan.datasets[d]) for d in self.datasets],
             "seed": plan.seed,
         }
+        if self.stop:  # only when set: stages without stop keys keep their old fingerprints
+            definition["stop"] = dict(self.stop)
         return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,6 +107,11 @@ class TrainingPlan:
     stages: tuple[StageDef, ...]
     raw: dict[str, Any]
     base_dir: str = "."
+    eval_only: tuple[str, ...] = ()  # datasets scored at every validation, never trained on
+    generate_prompts: tuple[str, ...] = ()
+
+    def validation_set_names(self) -> list[str]:
+        return [dataset.name for dataset in self.validation_sets()]
 
     def stage_fingerprints(self) -> list[str]:
         return [stage.fingerprint(self) for stage in self.stages]
@@ -93,6 +124,8 @@ class TrainingPlan:
                 dataset = self.datasets[name]
                 if dataset.validation_fraction > 0 or dataset.validation_split:
                     seen.setdefault(name, dataset)
+        for name in self.eval_only:
+            seen.setdefault(name, self.datasets[name])
         return list(seen.values())
 
 
@@ -133,7 +166,23 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"{where}: stage names must be unique; repeated: {', '.join(duplicates)}")
-    return TrainingPlan(name, seed, datasets, stages, obj, base_dir)
+    trained = {name for stage in stages for name in stage.datasets}
+    eval_only = parse_eval_only(obj.get("eval_only"), datasets, trained, where)
+    prompts = parse_prompts(obj.get("generate_prompts"), where)
+    plan = TrainingPlan(name, seed, datasets, stages, obj, base_dir, eval_only, prompts)
+    _check_early_stop_sets(plan, where)
+    return plan
+
+
+def _check_early_stop_sets(plan: TrainingPlan, where: str) -> None:
+    names = plan.validation_set_names()
+    for i, stage in enumerate(plan.stages):
+        wanted = dict(stage.stop).get("early_stop_set")
+        if wanted is not None and wanted not in names:
+            raise UsageError(
+                f"{where}: stages[{i}].early_stop_set: '{wanted}' is not a validation set of the "
+                f"plan; its validation sets: {', '.join(names) or 'none'}"
+            )
 
 
 def _parse_dataset(
@@ -208,7 +257,7 @@ def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: s
     name = raw.get("name", "+".join(names))
     if not isinstance(name, str) or not name or "/" in name:
         raise UsageError(f"{where}.name: must be a non-empty string without '/'")
-    return StageDef(name, tuple(names), float(epochs))
+    return StageDef(name, tuple(names), float(epochs), parse_stop_keys(raw, where))
 
 
 def _unique_default_names(stages: list[StageDef], named: list[bool]) -> tuple[StageDef, ...]:
@@ -217,7 +266,7 @@ def _unique_default_names(stages: list[StageDef], named: list[bool]) -> tuple[St
     return tuple(
         stage
         if was_named or names.count(stage.name) == 1
-        else StageDef(f"{stage.name}-{i + 1}", stage.datasets, stage.epochs)
+        else dataclasses.replace(stage, name=f"{stage.name}-{i + 1}")
         for i, (stage, was_named) in enumerate(zip(stages, named))
     )
 

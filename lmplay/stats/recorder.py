@@ -19,11 +19,14 @@ import orjson
 from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import CheckpointError, UsageError
 from lmplay.stats.runs import (
+    EVENT_KEYS,
     LEGACY_SUFFIX,
     REQUIRED_KEYS,
+    generation_line,
     header,
     load_stats,
     read_lines,
+    stop_line,
     train_line,
     validation_line,
 )
@@ -48,6 +51,8 @@ class StatsRecorder:
         self._lines: list[dict[str, Any]] = []  # every record line, in file order
         self._train: list[dict[str, Any]] = []
         self._validation: dict[str, list[dict[str, Any]]] = {}
+        self._stops: list[dict[str, Any]] = []
+        self._generations: list[dict[str, Any]] = []
         self._written = 0  # lines of `_lines` in the file
         self._size = 0  # bytes of the file holding the header and those lines
         self._rewrite = True  # the file does not hold our header and `_lines[:_written]`
@@ -66,6 +71,30 @@ class StatsRecorder:
 
     def add_validation(self, name: str, record: dict[str, Any]) -> None:
         self._append(validation_line(name, _checked(record)))
+
+    @property
+    def stops(self) -> list[dict[str, Any]]:
+        return list(self._stops)
+
+    @property
+    def generations(self) -> list[dict[str, Any]]:
+        return list(self._generations)
+
+    def add_stop(self, record: dict[str, Any]) -> bool:
+        """Record why training stopped (`reason`, `message`, counters); False for a repeat.
+
+        A rerun that stops again at once for the same reason (`--max-steps` already reached)
+        adds nothing, so the list says what happened, not how often the command ran.
+        """
+        record = _checked(record, (*EVENT_KEYS, "reason"))
+        last = self._stops[-1] if self._stops else None
+        if last and (last["steps"], last["reason"]) == (record["steps"], record["reason"]):
+            return False
+        self._append(stop_line(record))
+        return True
+
+    def add_generation(self, record: dict[str, Any]) -> None:
+        self._append(generation_line(_checked(record, (*EVENT_KEYS, "prompt", "text"))))
 
     def reset(self) -> None:
         """Drop every record (`--reset-history`); the next flush writes an empty history."""
@@ -192,6 +221,7 @@ class StatsRecorder:
 
     def _set_lines(self, lines: list[dict[str, Any]]) -> None:
         self._lines, self._train, self._validation = [], [], {}
+        self._stops, self._generations = [], []
         self._written = self._size = 0
         for line in lines:
             self._append(line)
@@ -201,6 +231,10 @@ class StatsRecorder:
             self._train.append(line["record"])
         elif line["kind"] == "validation":
             self._validation.setdefault(line["set"], []).append(line["record"])
+        elif line["kind"] == "stop":
+            self._stops.append(line["record"])
+        elif line["kind"] == "generation":
+            self._generations.append(line["record"])
 
     def _header(self) -> dict[str, Any]:
         return header(self.run, self.exp, self.model, self.meta)
@@ -224,9 +258,9 @@ def _encode(line: dict[str, Any]) -> bytes:
     return orjson.dumps(line, option=_DUMP_OPTIONS) + b"\n"
 
 
-def _checked(record: dict[str, Any]) -> dict[str, Any]:
+def _checked(record: dict[str, Any], required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     # Missing counters are a trainer bug: fail at the call site, not later in the plotter.
-    missing = [key for key in REQUIRED_KEYS if key not in record]
+    missing = [key for key in required if key not in record]
     if missing:
         raise ValueError(f"stats record lacks {missing}: {record!r}")
     return _plain(record)

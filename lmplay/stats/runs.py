@@ -14,6 +14,11 @@ header, each further line one record, appended as the run goes (a flush costs wh
      "steps": 4, "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06, "word_accuracy": 0.01,
      "example": {"prompt": "...", "truth": "...", "prediction": "..."}}}
 
+    {"kind": "stop", "record": {"samples": 640, "tokens": 76934, "steps": 40,
+     "stage": "shakespeare", "reason": "loss_target", "message": "mean train loss ... <= 6.5"}}
+    {"kind": "generation", "record": {"samples": 512, "tokens": 61234, "steps": 32,
+     "prompt": "The", "text": " king is ...", "temperature": 0.8, "top_k": 50, "seed": 7}}
+
 (one line each here wrapped for reading).
 
 - `format` is always `"lmplay-stats"`; `version` is 2 (1: the whole run as one JSON document
@@ -26,6 +31,12 @@ header, each further line one record, appended as the run goes (a flush costs wh
 - Every record is an object with at least `samples`, `tokens` (counters since the start of the
   run, so they grow from record to record) and `loss` (a number, or `null` when it was not
   finite). All other keys are optional, and readers keep keys they do not know.
+- `stop` lines say why training stopped, one each time it did: a stage that ended (`reason`
+  `epochs` when its data ran out, or the stop rule that ended it: `loss_target`, `early_stop`,
+  `max_epochs`) or a run that paused (`max_steps`, `interrupted`, `diverged`);
+  `RunStats.stop_reason` is the last one. `generation` lines hold the samples of
+  `--generate-every`, one per prompt. Neither carries `loss`; both carry `samples`, `tokens` and
+  `steps`.
 - A last line without its newline is a write in progress (or cut short by a crash) and is
   left out; the resumed run truncates the file to the records its checkpoint counted.
 """
@@ -47,6 +58,8 @@ STATS_SUFFIX = ".stats.jsonl"
 LEGACY_SUFFIX = ".stats.json"  # format version 1: one JSON document
 STATS_SUFFIXES = (STATS_SUFFIX, LEGACY_SUFFIX)
 REQUIRED_KEYS = ("samples", "tokens", "loss")
+EVENT_KEYS = ("samples", "tokens", "steps")  # what every stop and generation record carries
+_EVENT_TEXTS = {"stop": ("reason",), "generation": ("prompt", "text")}
 
 
 @dataclass
@@ -61,7 +74,14 @@ class RunStats:
     train: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     version: int = VERSION
+    stops: list[dict[str, Any]] = field(default_factory=list)
+    generations: list[dict[str, Any]] = field(default_factory=list)
     other: list[dict[str, Any]] = field(default_factory=list)  # lines of unknown kinds, as read
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why training last stopped (`loss_target`, `max_steps`, ...), None when never."""
+        return self.stops[-1]["reason"] if self.stops else None
 
     @property
     def tokens(self) -> int:
@@ -91,6 +111,14 @@ def train_line(record: dict[str, Any]) -> dict[str, Any]:
 
 def validation_line(name: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "validation", "set": name, "record": record}
+
+
+def stop_line(record: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "stop", "record": record}
+
+
+def generation_line(record: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "generation", "record": record}
 
 
 def load_stats(path: Path) -> RunStats:
@@ -132,6 +160,8 @@ def read_lines(path: Path, raw: bytes) -> tuple[dict[str, Any], list[dict[str, A
             _records([line.get("record")], where, path)
             if line["kind"] == "validation" and not isinstance(line.get("set"), str):
                 raise UsageError(f'{path}: line {number}: a validation line needs a "set" name')
+        elif line["kind"] in _EVENT_TEXTS:
+            _event(line.get("record"), _EVENT_TEXTS[line["kind"]], f"line {number}", path)
         lines.append(line)
     return head, lines
 
@@ -143,6 +173,10 @@ def stats_from_lines(path: Path, head: dict[str, Any], lines: list[dict[str, Any
             stats.train.append(line["record"])
         elif line["kind"] == "validation":
             stats.validation.setdefault(line["set"], []).append(line["record"])
+        elif line["kind"] == "stop":
+            stats.stops.append(line["record"])
+        elif line["kind"] == "generation":
+            stats.generations.append(line["record"])
         else:
             stats.other.append(line)
     return stats
@@ -254,3 +288,16 @@ def _records(value: Any, where: str, path: Path) -> list[dict[str, Any]]:
             if not isinstance(number, (int, float)) or isinstance(number, bool):
                 raise UsageError(f"{path}: {where} record {i} needs a number for {key!r}")
     return value
+
+
+def _event(record: Any, texts: tuple[str, ...], where: str, path: Path) -> None:
+    """A record without a loss: counters and the named text fields."""
+    if not isinstance(record, dict):
+        raise UsageError(f"{path}: {where}: the record is not an object")
+    for key in EVENT_KEYS:
+        number = record.get(key)
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            raise UsageError(f"{path}: {where} needs a number for {key!r}")
+    for key in texts:
+        if not isinstance(record.get(key), str):
+            raise UsageError(f"{path}: {where} needs a text for {key!r}")

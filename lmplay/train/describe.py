@@ -26,6 +26,9 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         f"plan '{s.plan.name}': "
         + ", ".join(f"{st.name} ({st.epochs:g} epochs)" for st in s.plan.stages),
     ]
+    lines.extend(s.stop_rules.describe([stage.name for stage in s.plan.stages]))
+    if s.best.set_name is not None:
+        lines.append(f"best checkpoint: lowest validation loss on '{s.best.set_name}'")
     if s.resumed_from is not None:
         lines.append(
             f"resumed from {s.resumed_from} at step {s.runner.step}, stage "

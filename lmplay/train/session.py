@@ -26,6 +26,7 @@ from lmplay.plan.registry import load_plan, plan_from_checkpoint
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.adapters import attach_adapters
+from lmplay.train.best import BestCheckpoint, best_set_name
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
@@ -35,6 +36,7 @@ from lmplay.train.preflight import check_device, check_fits_in_memory
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
 from lmplay.train.step import Precision
+from lmplay.train.stopping import StopRules
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Session:
     checkpoint_map: CheckpointMap  # every component, saved and loaded through this one table
     resumed_from: Path | None
     notes: list[str]
+    stop_rules: StopRules  # when a stage ends early; its state travels in the checkpoint
+    best: BestCheckpoint  # the best validation loss so far, for <model>.best.lmp
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
     experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
 
@@ -207,6 +211,10 @@ def build_session(cfg: RunConfig) -> Session:
     checkpoint_map.entries["model"].state_args.update(experiment.state_args())
     if lora is not None:
         checkpoint_map.entries["model"].state_args["lora"] = lora.to_dict()
+    stop_rules = StopRules(plan, cfg.stop)
+    best = BestCheckpoint(best_set_name(plan, cfg.stop))
+    checkpoint_map.entries["stop_rules"] = Entry(stop_rules, stop_rules.state_args())
+    checkpoint_map.entries["best"] = Entry(best, {})
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
     keep_history = load_progress is not None
@@ -245,10 +253,12 @@ def build_session(cfg: RunConfig) -> Session:
         notes=notes,
         pack_len=_pack_len(cfg, experiment, model_args, notes),
         experiment=experiment,
+        stop_rules=stop_rules,
+        best=best,
     )
 
 
-HISTORY = ("plan", "runner", "lr_schedule", "stats", "rng", "grad_scaler")
+HISTORY = ("plan", "runner", "lr_schedule", "stats", "rng", "grad_scaler", "stop_rules", "best")
 """Components that say where a run is, as opposed to what it has learned (weights, moments)."""
 
 
@@ -303,6 +313,8 @@ def _components_to_skip(
         skip.update(HISTORY)
     elif "grad_scaler" not in stored:
         skip.add("grad_scaler")  # fp16 switched on for a run that had none: a fresh scale
+    # Checkpoints from before stop rules and best checkpoints: nothing fired, nothing ranked.
+    skip.update(name for name in ("stop_rules", "best") if name not in stored)
     return skip
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from lmplay.data.batcher import StageBatcher, validation_samples
 from lmplay.plan.datasets import PlanData
+from lmplay.train.best import best_checkpoint_path
 from lmplay.train.checkpoint import (
     last_good_path,
     save_checkpoint,
@@ -20,10 +21,12 @@ from lmplay.train.checkpoint import (
     step_checkpoint_path,
 )
 from lmplay.train.optim import set_lr
+from lmplay.train.sampling import generate_samples
 from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
 from lmplay.train.step import StepResult, train_step
+from lmplay.train.stopping import Stop
 from lmplay.train.validation import score_validation_set, validation_example
 
 
@@ -57,21 +60,29 @@ class Trainer:
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
                 self.batcher = self._stage_batcher()
+                s.stop_rules.begin_stage(s.progress.stage_index)
                 with self._progress_bar(stage.name) as bar:
                     while not stop.requested and not self.max_steps_reached:
+                        if s.stop_rules.stop is not None:
+                            break  # a stop rule ended the stage (maybe before an interrupt)
                         samples = self.batcher.next_batch()
                         if samples is None:
                             break
                         result = self._step(samples)
                         self._record(result, stage.name, bar)
+                        s.stop_rules.after_step(result.loss, self._epochs_done())
                         self._maybe_validate_and_save(len(samples))
-                if self.batcher.finished:
+                ended_by = s.stop_rules.stop
+                if self.batcher.finished or ended_by is not None:
                     if not self._validated_at_this_step():
                         self.validate()  # each stage ends with a validation point on the plot
                     pause_point("stage_end")
+                    self._record_stop(stage.name, ended_by or self._ran_out(stage.epochs))
                     s.progress.complete_stage()
+                    s.stop_rules.begin_stage(s.progress.stage_index)
                     self.batcher = None  # its stage is done; its position is saved no more
                     self.save(stage_checkpoint_path(s.cfg.model_path(), stage.name))
+            self._record_pause(stop)
             self.save()
             self._report_end(stop)  # inside: a late second Ctrl+C is still only recorded
         return stop.exit_code
@@ -151,6 +162,9 @@ class Trainer:
         before = now - batch_samples
         if now // io.validation_interval != before // io.validation_interval:
             self.validate()
+        every = self.s.cfg.samples.generate_every
+        if every and now // every != before // every:
+            self._sample_prompts()
         if now // io.save_interval != before // io.save_interval:
             self.save()
             if io.keep_last:
@@ -189,7 +203,57 @@ class Trainer:
                 file=sys.stderr,
             )
         s.model.train()
+        s.stop_rules.after_validation(losses, self._epochs_done())
+        if s.best.improved(losses, s.runner.step):
+            self._save_best()
         return losses
+
+    def _sample_prompts(self) -> None:
+        """Continue the sample prompts; records and prints them (the global RNG is untouched)."""
+        s = self.s
+        prompts = s.cfg.samples.prompts(s.plan.generate_prompts)
+        step = s.runner.step
+        for record in generate_samples(s.model, prompts, s.cfg.samples, s.cfg.data.seed, step):
+            s.stats.add_generation(self._counters() | record)
+            tqdm.write(
+                f"sample @ step {step}: {record['prompt']!r} -> {record['text']!r}", file=sys.stderr
+            )
+
+    def _counters(self) -> dict[str, int]:
+        runner = self.s.runner
+        return {"samples": runner.samples, "tokens": runner.tokens, "steps": runner.step}
+
+    def _epochs_done(self) -> float:
+        """Passes over the stage's documents so far, in whole documents taken."""
+        if self.batcher is None:
+            return 0.0
+        cursor = self.batcher.cursor
+        return cursor.epoch + cursor.position / len(self.batcher.documents)
+
+    def _ran_out(self, epochs: float) -> Stop:
+        return Stop("epochs", f"ran its {epochs:g} epochs")
+
+    def _record_stop(self, stage: str | None, why: Stop) -> None:
+        """Say and record why training stopped; a stop rule's reason is printed when it fires."""
+        added = self.s.stats.add_stop(
+            self._counters() | {"stage": stage, "reason": why.reason, "message": why.message}
+        )
+        if added and why.reason not in ("epochs", "max_steps"):
+            tqdm.write(f"stage '{stage}' ended at {self._where()}: {why.message}", file=sys.stderr)
+
+    def _record_pause(self, stop: StopRequest) -> None:
+        s = self.s
+        stage = None if s.progress.finished else s.plan.stages[s.progress.stage_index].name
+        if stop.requested:
+            self._record_stop(stage, Stop("interrupted", f"stopped by {stop.signal.name}"))
+        elif self.max_steps_reached and not s.progress.finished:
+            max_steps = s.cfg.io.max_steps
+            self._record_stop(stage, Stop("max_steps", f"reached --max-steps {max_steps}"))
+
+    def _save_best(self) -> None:
+        """The run at its best validation point so far, written atomically beside the run."""
+        self._sync_batcher_state()
+        save_checkpoint(best_checkpoint_path(self.s.cfg.model_path()), self.components())
 
     def _validated_at_this_step(self) -> bool:
         # Read from the stats, which travel in the checkpoint: a rerun after a stop between a
@@ -280,6 +344,10 @@ class Trainer:
         s = self.s
         last_good = last_good_path(s.cfg.model_path())
         self._sync_batcher_state()
+        stage = s.plan.stages[s.progress.stage_index].name
+        self._record_stop(
+            stage, Stop("diverged", f"loss {result.loss} at step {s.runner.step + 1}")
+        )
         save_checkpoint(last_good, self.components())
         raise TrainingDiverged(
             f"loss is {result.loss} at step {s.runner.step + 1}: training stopped; the last good "

@@ -190,7 +190,7 @@ def test_resume_keeps_lines_of_unknown_kinds_and_keys(tmp_path: Path) -> None:
     rec = _recorder(tmp_path / "r.stats.jsonl")
     rec.add_train(_rec(1, future_field={"x": 1}))
     rec.flush()
-    foreign = {"kind": "stop", "record": {"reason": "max_steps"}, "extra": [1]}
+    foreign = {"kind": "profile", "record": {"phase": "data"}, "extra": [1]}
     with open(rec.path, "ab") as file:
         file.write(orjson.dumps(foreign) + b"\n")
     state = {"version": 2, "train_count": 1, "validation_counts": {}, "line_count": 2}

@@ -83,7 +83,7 @@ def test_json_lines_files_read_like_version_1_documents(tmp_path: Path) -> None:
     lines = [
         {"kind": "train", "record": doc["train"][0]},
         {"kind": "validation", "set": "v", "record": doc["validation"]["v"][0]},
-        {"kind": "stop", "reason": "done"},
+        {"kind": "profile", "phase": "done"},
     ]
     path = tmp_path / "r.stats.jsonl"
     head = {k: v for k, v in doc.items() if k not in ("train", "validation")} | {"version": 2}
