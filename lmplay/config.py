@@ -19,6 +19,7 @@ DEFAULT_OUT_DIR = "out_gpt"
 OPTIMIZER_NAMES = ("adamw", "adam", "adagrad", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+PARALLELISMS = ("ddp", "fsdp")
 
 
 def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
@@ -133,6 +134,12 @@ class SystemConfig:
     save_datasets: bool = _flag(
         "prepare every dataset of the plan into $LMP_DATASETS and exit", False
     )
+    parallel: str = _flag(
+        "under torchrun with several processes: ddp replicates the model on every rank, "
+        "fsdp shards it (FSDP2, one unit per block)",
+        "ddp",
+        choices=PARALLELISMS,
+    )
 
 
 @dataclass
@@ -187,6 +194,10 @@ class RunConfig:
             raise UsageError(
                 f"--optimizer-warmup-fraction {self.optim.optimizer_warmup_fraction} must be in "
                 "(0, 1]"
+            )
+        if self.system.parallel not in PARALLELISMS:
+            raise UsageError(
+                f"--parallel {self.system.parallel}: choose one of {', '.join(PARALLELISMS)}"
             )
         if not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")

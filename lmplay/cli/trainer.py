@@ -5,6 +5,7 @@
     lmp_trainer --exp list                        # registered architectures
 
 Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model).
+Under `torchrun --nproc-per-node=N -m lmplay.cli.trainer ...` N processes train one run together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import Sequence
 
 from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError
+
+if typing.TYPE_CHECKING:
+    from lmplay.train.distributed import World
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -76,6 +80,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lmplay.train.distributed import quiet_other_ranks
+
+    quiet_other_ranks()  # under torchrun, rank 0 alone prints (bad flags included)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -106,11 +113,27 @@ def run(cfg: RunConfig) -> int:
 
         save_plan_datasets(plan)
         return 0
+    from lmplay.train import distributed
+    from lmplay.train.session import resolve_device
+
+    # The flags and the plan are valid: only now the ranks of a torchrun job meet.
+    world = distributed.world_from_env(cfg.system.parallel)
+    distributed.start(world, resolve_device(cfg.system.device))
+    try:
+        code = train(cfg, world)
+    except BaseException:
+        distributed.finish(world, wait=False)
+        raise
+    distributed.finish(world)
+    return code
+
+
+def train(cfg: RunConfig, world: World) -> int:
     from lmplay.train.describe import describe_session
     from lmplay.train.session import build_session
     from lmplay.train.trainer import Trainer, TrainingDiverged
 
-    session = build_session(cfg)
+    session = build_session(cfg, world)
     print(describe_session(session, full=cfg.system.describe), file=sys.stderr)
     if cfg.system.describe:
         return 0

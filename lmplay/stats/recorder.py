@@ -28,8 +28,18 @@ class StatsRecorder:
     existing history, call `load_state_dict()` with the state saved in the checkpoint.
     """
 
-    def __init__(self, path: Path, *, run: str, exp: str, model: str, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        run: str,
+        exp: str,
+        model: str,
+        meta: dict[str, Any],
+        write: bool = True,
+    ) -> None:
         self.path = Path(path)
+        self.write = write  # False on ranks other than 0: same records, no file
         self.run = run
         self.exp = exp
         self.model = model
@@ -66,7 +76,7 @@ class StatsRecorder:
         Readers (a plot running alongside training) never see a half-written file, and a
         crash leaves the previous file intact. Does nothing when no record changed.
         """
-        if not self._dirty:
+        if not self._dirty or not self.write:
             return
         stats = RunStats(
             path=self.path,

@@ -26,6 +26,14 @@ from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.distributed import (
+    SINGLE,
+    World,
+    adapt_checkpoint_map,
+    local_device,
+    parallelize,
+    seed_rank,
+)
 from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.runner import RunnerState
@@ -53,6 +61,7 @@ class Session:
     resumed_from: Path | None
     notes: list[str]
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
+    world: World = SINGLE  # this process's rank among the torchrun ranks
 
 
 def _pack_len(cfg: RunConfig, exp: str, model_args: ModelArgs, notes: list[str]) -> int | None:
@@ -105,8 +114,8 @@ def find_checkpoint(cfg: RunConfig) -> Path | None:
     return None
 
 
-def build_session(cfg: RunConfig) -> Session:
-    device = resolve_device(cfg.system.device)
+def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
+    device = local_device(resolve_device(cfg.system.device), world)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
     stored = load_checkpoint(source)["components"] if source else {}
@@ -117,6 +126,13 @@ def build_session(cfg: RunConfig) -> Session:
     model = get_experiment(exp).build(model_args)
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
+    seed_rank(world, cfg.data.seed)
+    forward_fn = None
+    if cfg.system.compile_model:
+        forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
+    # Wrapped (DDP) or sharded (FSDP) before the optimizer is built: FSDP replaces parameters.
+    loss_model = LossModel(model, forward_fn=forward_fn)
+    train_model = parallelize(loss_model, world, device, precision.dtype)
 
     from_initial = source is not None and source != cfg.model_path()
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
@@ -134,6 +150,7 @@ def build_session(cfg: RunConfig) -> Session:
         exp=exp,
         model=cfg.model_path().name,
         meta=_stats_meta(cfg, plan, model_args),
+        write=world.is_main,
     )
     schedule = _schedule(cfg)
     checkpoint_map = _checkpoint_map(
@@ -141,6 +158,7 @@ def build_session(cfg: RunConfig) -> Session:
     )
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
+    adapt_checkpoint_map(checkpoint_map.entries, world, model, optimizer)
     keep_history = load_progress is not None
     if source is not None:
         skip = _components_to_skip(cfg, stored, source, keep_history, notes)
@@ -151,10 +169,6 @@ def build_session(cfg: RunConfig) -> Session:
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
-    forward_fn = None
-    if cfg.system.compile_model:
-        forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
-    train_model = LossModel(model, forward_fn=forward_fn)
     return Session(
         cfg=cfg,
         device=device,
@@ -174,6 +188,7 @@ def build_session(cfg: RunConfig) -> Session:
         resumed_from=source,
         notes=notes,
         pack_len=_pack_len(cfg, exp, model_args, notes),
+        world=world,
     )
 
 
