@@ -80,15 +80,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lmplay.train.distributed import quiet_other_ranks
+    from lmplay.train.distributed import hold_exit_code, quiet_other_ranks
 
     quiet_other_ranks()  # under torchrun, rank 0 alone prints (bad flags included)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        hold_exit_code(exit.code if isinstance(exit.code, int) else EXIT_USAGE)
+        raise
     try:
         return run(config_from_args(args))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        hold_exit_code(EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # Only before training starts (loading data, building the model): once the loop runs,
@@ -124,7 +129,7 @@ def run(cfg: RunConfig) -> int:
     except BaseException:
         distributed.finish(world, wait=False)
         raise
-    distributed.finish(world)
+    distributed.finish(world, code)
     return code
 
 

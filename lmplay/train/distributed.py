@@ -130,14 +130,36 @@ def local_device(device: torch.device, world: World) -> torch.device:
     return device
 
 
-def finish(world: World, *, wait: bool = True) -> None:
+def finish(world: World, exit_code: int = 0, *, wait: bool = True) -> None:
     """Drop the process group, after every rank got here (`wait`): rank 0 has written and
     reported before any rank exits, so torchrun never tears down a rank that is still saving.
     After an error a rank does not wait: the others may never come."""
+    hold_exit_code(exit_code)
     if world.distributed and torch.distributed.is_initialized():
         if wait:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def hold_exit_code(code: int, env: dict[str, str] | None = None) -> None:
+    """Under torchrun, make a late SIGTERM or SIGINT end this rank with `code`.
+
+    As soon as one rank exits with a non-zero code (143 after an agreed stop, 2 after a bad
+    flag), torchrun sends SIGTERM to the others, which are exiting with the same code at that
+    moment; without this they would report death by signal instead of their own exit code.
+    """
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    if code == 0 or env.get("WORLD_SIZE", "1") in ("", "1"):
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, leave)
 
 
 def _device_id(device: torch.device) -> torch.device | None:
