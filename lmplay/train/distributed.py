@@ -142,24 +142,19 @@ def finish(world: World, exit_code: int = 0, *, wait: bool = True) -> None:
 
 
 def hold_exit_code(code: int, env: dict[str, str] | None = None) -> None:
-    """Under torchrun, make a late SIGTERM or SIGINT end this rank with `code`.
+    """Under torchrun, once a rank knows its non-zero exit code, let no signal change it.
 
     As soon as one rank exits with a non-zero code (143 after an agreed stop, 2 after a bad
     flag), torchrun sends SIGTERM to the others, which are exiting with the same code at that
-    moment; without this they would report death by signal instead of their own exit code.
+    moment (often inside interpreter shutdown, where Python handlers no longer run); without this
+    they would report death by signal instead of their own exit code. Ignoring the signal is
+    safe: the rank has nothing left to do but exit, and torchrun SIGKILLs a rank that hangs.
     """
     env = os.environ if env is None else env  # type: ignore[assignment]
     if code == 0 or env.get("WORLD_SIZE", "1") in ("", "1"):
         return
-
-    def leave(signum: int, frame: Any) -> None:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, leave)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _device_id(device: torch.device) -> torch.device | None:
