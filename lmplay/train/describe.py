@@ -26,6 +26,11 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         f"plan '{s.plan.name}': "
         + ", ".join(f"{st.name} ({st.epochs:g} epochs)" for st in s.plan.stages),
     ]
+    if s.world.distributed:
+        lines.append(
+            f"data parallel: {s.world.size} ranks ({s.world.parallel}); each computes every "
+            f"{s.world.size}th mini-batch of the global batch"
+        )
     if s.resumed_from is not None:
         lines.append(
             f"resumed from {s.resumed_from} at step {s.runner.step}, stage "

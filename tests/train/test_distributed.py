@@ -41,7 +41,7 @@ from lmplay.train.trainer import Trainer
 # 8 validation samples in batches of 3 split the same way.
 COMMON = [
     *TINY_FLAGS,
-    "--mini-batch-size", "3", "--validation-interval", "24", "--save-interval", "1000",
+    "--mini-batch-size", "3", "--validation-interval", "16", "--save-interval", "1000",
 ]  # fmt: skip
 SGD = ["--optimizer", "sgd", "--lr", "0.5"]
 ADAMW = ["--optimizer", "adamw", "--grad-clip", "0"]  # FSDP's norm of shards: see README
@@ -239,19 +239,19 @@ def copy_run(folder: Path, source: Path, out: str) -> Path:
 @pytest.fixture(scope="module")
 def plan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("distributed")
-    one_stage_plan(folder, documents=40)
+    one_stage_plan(folder, documents=16)
     return folder
 
 
 @pytest.mark.slow
 def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(plan_folder: Path) -> None:
-    """DDP, SGD, uneven mini-batches: SIGTERM to rank 1 during the step-3 validation."""
+    """DDP, SGD, uneven mini-batches: SIGTERM to rank 1 during the step-2 validation."""
     folder = plan_folder
     start = initial_weights(folder)
-    ref3 = copy_run(folder, train_here(folder, "ref", *SGD, "--max-steps", "3"), "ref3")
-    ref6 = train_here(folder, "ref", *SGD, "--max-steps", "6")  # a straight run, bit-exactly
+    ref2 = copy_run(folder, train_here(folder, "ref", *SGD, "--max-steps", "2"), "ref2")
+    ref4 = train_here(folder, "ref", *SGD, "--max-steps", "4")  # a straight run, bit-exactly
 
-    two = args_for(folder, "two", *SGD, "--max-steps", "6")
+    two = args_for(folder, "two", *SGD, "--max-steps", "4")
     job = Torchrun(folder, two, pause="validate:2")
     job.wait_for("lmplay-test-pause validate 2")  # rank 0 waits there; rank 1 too, or soon
     os.kill(job.rank_pid(1), signal.SIGTERM)
@@ -259,24 +259,24 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(plan_folder: Path)
     code = job.finish()
     worker_codes = re.findall(r"exitcode\s+:\s*(-?\d+)", job.output)
     assert code != 0 and sorted(worker_codes) == ["143", "143"], job.output
-    assert "stopped by SIGTERM at step 3" in job.output
+    assert "stopped by SIGTERM at step 2" in job.output
     stopped = folder / "two" / "gpt2ish.lmp"
-    assert load_checkpoint(stopped)["components"]["runner"]["state"]["step"] == 3
+    assert load_checkpoint(stopped)["components"]["runner"]["state"]["step"] == 2
     assert not list((folder / "two").glob("*.tmp*"))
-    assert update_difference(stopped, ref3, start) < 1e-6  # 2 ranks == 1 process
-    assert_same_position(stopped, ref3)
+    assert update_difference(stopped, ref2, start) < 1e-6  # 2 ranks == 1 process
+    assert_same_position(stopped, ref2)
 
     # 2 -> 1: the 2-rank checkpoint resumed by one process continues the same run.
     single = copy_run(folder, stopped, "two-then-one")
-    train_here(folder, "two-then-one", *SGD, "--max-steps", "6")
-    assert update_difference(single, ref6, start) < 1e-6
-    assert_same_position(single, ref6)
+    train_here(folder, "two-then-one", *SGD, "--max-steps", "4")
+    assert update_difference(single, ref4, start) < 1e-6
+    assert_same_position(single, ref4)
 
     # The rerun of the stopped 2-rank job finishes equal to the straight run.
     rerun = Torchrun(folder, two)
     assert rerun.finish() == 0, rerun.output
-    assert update_difference(stopped, ref6, start) < 1e-6
-    assert_same_position(stopped, ref6)
+    assert update_difference(stopped, ref4, start) < 1e-6
+    assert_same_position(stopped, ref4)
     stats = "gpt2ish.stats.json"
     assert_same_figures(folder / "two" / stats, folder / "ref" / stats, 1e-6)
 
@@ -288,17 +288,17 @@ def test_fsdp_resumes_a_single_process_run_and_a_single_process_resumes_it(
     """FSDP2 on gloo, AdamW: 1 -> 2 ranks (moments loaded into shards) -> 1 (gathered)."""
     folder = plan_folder
     start = initial_weights(folder)
-    half = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "3")
+    half = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "2")
     sharded = copy_run(folder, half, "adam-fsdp")
-    ref6 = copy_run(folder, train_here(folder, "adam-ref", *ADAMW, "--max-steps", "6"), "ref6")
-    ref7 = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "7")
+    ref4 = copy_run(folder, train_here(folder, "adam-ref", *ADAMW, "--max-steps", "4"), "ref4")
+    ref5 = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "5")
 
-    fsdp = ["--parallel", "fsdp", "--max-steps", "6"]
+    fsdp = ["--parallel", "fsdp", "--max-steps", "4"]
     job = Torchrun(folder, args_for(folder, "adam-fsdp", *ADAMW, *fsdp))
     assert job.finish() == 0, job.output
-    assert update_difference(sharded, ref6, start) < 1e-5
-    assert_same_position(sharded, ref6)
+    assert update_difference(sharded, ref4, start) < 1e-5
+    assert_same_position(sharded, ref4)
 
-    train_here(folder, "adam-fsdp", *ADAMW, "--max-steps", "7")  # one process from FSDP's file
-    assert update_difference(sharded, ref7, start) < 1e-5
-    assert_same_position(sharded, ref7)
+    train_here(folder, "adam-fsdp", *ADAMW, "--max-steps", "5")  # one process from FSDP's file
+    assert update_difference(sharded, ref5, start) < 1e-5
+    assert_same_position(sharded, ref5)
