@@ -243,11 +243,17 @@ def plan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def start(plan_folder: Path) -> dict[str, torch.Tensor]:
+    return initial_weights(plan_folder)
+
+
 @pytest.mark.slow
-def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(plan_folder: Path) -> None:
+def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(
+    plan_folder: Path, start: dict[str, torch.Tensor]
+) -> None:
     """DDP, SGD, uneven mini-batches: SIGTERM to rank 1 during the step-2 validation."""
     folder = plan_folder
-    start = initial_weights(folder)
     ref2 = copy_run(folder, train_here(folder, "ref", *SGD, "--max-steps", "2"), "ref2")
     ref4 = train_here(folder, "ref", *SGD, "--max-steps", "4")  # a straight run, bit-exactly
 
@@ -283,11 +289,10 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(plan_folder: Path)
 
 @pytest.mark.slow
 def test_fsdp_resumes_a_single_process_run_and_a_single_process_resumes_it(
-    plan_folder: Path,
+    plan_folder: Path, start: dict[str, torch.Tensor]
 ) -> None:
     """FSDP2 on gloo, AdamW: 1 -> 2 ranks (moments loaded into shards) -> 1 (gathered)."""
     folder = plan_folder
-    start = initial_weights(folder)
     half = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "2")
     sharded = copy_run(folder, half, "adam-fsdp")
     ref4 = copy_run(folder, train_here(folder, "adam-ref", *ADAMW, "--max-steps", "4"), "ref4")
