@@ -23,6 +23,7 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 MAX_LR = 10.0  # far above any useful rate; larger values only overflow the weights
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
+PARALLELISMS = ("ddp", "fsdp")
 
 
 def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
@@ -201,6 +202,12 @@ class SystemConfig:
     save_datasets: bool = _flag(
         "prepare every dataset of the plan into $LMP_DATASETS and exit", False
     )
+    parallel: str = _flag(
+        "under torchrun with several processes: ddp replicates the model on every rank, "
+        "fsdp shards it (FSDP2, one unit per block)",
+        "ddp",
+        choices=PARALLELISMS,
+    )
 
 
 @dataclass
@@ -295,6 +302,10 @@ class RunConfig:
             raise UsageError(
                 f"--generate-prompts {self.samples.generate_prompts!r} holds no prompt; give "
                 "texts separated by '|', e.g. 'The king|Once upon a time'"
+            )
+        if self.system.parallel not in PARALLELISMS:
+            raise UsageError(
+                f"--parallel {self.system.parallel}: choose one of {', '.join(PARALLELISMS)}"
             )
         if not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")

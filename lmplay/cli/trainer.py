@@ -5,20 +5,26 @@
     lmp_trainer --exp list                        # registered architectures
 
 Rerunning the same command resumes from the checkpoint (`OUT_DIR/EXP.lmp` unless --model;
-OUT_DIR defaults to `out_gpt/PLAN`).
+OUT_DIR defaults to `out_gpt/PLAN`). Under `torchrun --nproc-per-node=N -m lmplay.cli.trainer ...`
+N processes train one run together.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError, WriteFailed
+
+if TYPE_CHECKING:
+    from lmplay.train.distributed import World
 
 EXIT_USAGE = 2
 EXIT_FAILED = 3  # stopped during the run: diverged, or a save failed; the last save is intact
@@ -50,14 +56,38 @@ def parse_config(argv: Sequence[str] | None = None) -> RunConfig:
     return RunConfig(**{name: SECTIONS[name](**fields) for name, fields in values.items()})
 
 
+def _under_torchrun() -> bool:
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _hold_exit_code(code: int) -> None:
+    if _under_torchrun():  # torchrun's teardown must not turn the code into a signal death
+        from lmplay.train.distributed import hold_exit_code
+
+        hold_exit_code(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if _under_torchrun():
+        from lmplay.train.distributed import quiet_other_ranks
+
+        quiet_other_ranks()  # rank 0 alone prints (bad flags included)
     try:
         return run(parse_config(argv))
+    except SystemExit as exit_:  # argparse: --help, or a flag it cannot parse
+        _hold_exit_code(exit_.code if isinstance(exit_.code, int) else EXIT_USAGE)
+        raise
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        _hold_exit_code(EXIT_USAGE)
         return EXIT_USAGE
     except (WriteFailed, OSError) as error:
         print(f"error: {_write_failure(error)}; training stopped", file=sys.stderr)
+        _hold_exit_code(EXIT_FAILED)
         return EXIT_FAILED
     except KeyboardInterrupt:
         # Only before training starts (loading data, building the model): once the loop runs,
@@ -74,8 +104,10 @@ def run(cfg: RunConfig) -> int:
         print(describe_experiments(cfg.model.size_overrides()))
         print(HF_EXP_HELP)
         return 0
-    if cfg.system.describe or cfg.system.save_datasets:
-        return _train(cfg)  # neither writes the run's files: no lock, no folder check
+    if cfg.system.describe or cfg.system.save_datasets or not _is_main_rank():
+        # --describe and --save-datasets write none of the run's files; under torchrun rank 0
+        # alone writes, so it alone checks the folder and holds the lock.
+        return _train(cfg)
     from lmplay.train.lock import run_lock
     from lmplay.train.preflight import check_run_outputs
 
@@ -104,23 +136,39 @@ def _train(cfg: RunConfig) -> int:
 
         save_plan_datasets(plan)
         return 0
+    from lmplay.train import distributed
     from lmplay.train.checkpoint import last_good_path, stage_checkpoint_path, step_checkpoint_path
-    from lmplay.train.describe import describe_session
     from lmplay.train.preflight import check_device, check_run_outputs
-    from lmplay.train.session import build_session
-    from lmplay.train.trainer import Trainer, TrainingDiverged
+    from lmplay.train.session import resolve_device
 
     if cfg.system.device != "auto":
         check_device(cfg.system.device)
+    if not cfg.system.describe and _is_main_rank():
+        model = cfg.model_path()
+        written = [last_good_path(model), step_checkpoint_path(model, 0)]
+        written += [stage_checkpoint_path(model, stage.name) for stage in plan.stages]
+        check_run_outputs(model, cfg.stats_path(), _model_flag(cfg), written)
+    # The flags and the plan are valid: only now the ranks of a torchrun job meet.
+    world = distributed.world_from_env(cfg.system.parallel)
+    distributed.start(world, resolve_device(cfg.system.device))
+    try:
+        code = _train_in_world(cfg, world)
+    except BaseException:
+        distributed.finish(world, wait=False)
+        raise
+    distributed.finish(world, code)
+    return code
+
+
+def _train_in_world(cfg: RunConfig, world: World) -> int:
+    from lmplay.train.describe import describe_session
+    from lmplay.train.session import build_session
+    from lmplay.train.trainer import Trainer, TrainingDiverged
+
+    session = build_session(cfg, world)
+    print(describe_session(session, full=cfg.system.describe), file=sys.stderr)
     if cfg.system.describe:
-        print(describe_session(build_session(cfg), full=True), file=sys.stderr)
         return 0
-    model = cfg.model_path()
-    written = [last_good_path(model), step_checkpoint_path(model, 0)]
-    written += [stage_checkpoint_path(model, stage.name) for stage in plan.stages]
-    check_run_outputs(model, cfg.stats_path(), _model_flag(cfg), written)
-    session = build_session(cfg)
-    print(describe_session(session), file=sys.stderr)
     try:
         return Trainer(session).fit()
     except TrainingDiverged as error:

@@ -42,8 +42,18 @@ class StatsRecorder:
     existing history, call `load_state_dict()` with the state saved in the checkpoint.
     """
 
-    def __init__(self, path: Path, *, run: str, exp: str, model: str, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        run: str,
+        exp: str,
+        model: str,
+        meta: dict[str, Any],
+        write: bool = True,
+    ) -> None:
         self.path = Path(path)
+        self.write = write  # False on ranks other than 0: same records, no file
         self.run = run
         self.exp = exp
         self.model = model
@@ -108,6 +118,8 @@ class StatsRecorder:
         writes the whole file instead: temp file, fsync, `os.replace`, so a crash leaves the
         previous file intact. An append that fails (disk full) is cut back off the file.
         """
+        if not self.write:  # another rank writes the file
+            return
         if self._rewrite:
             data = _encode(self._header()) + b"".join(_encode(line) for line in self._lines)
             atomic_write_bytes(self.path, data)
@@ -194,7 +206,8 @@ class StatsRecorder:
         if head != self._header():  # e.g. a new --run-name: write the header anew, once
             self._rewrite = True
             return True
-        os.truncate(self.path, size)
+        if self.write:
+            os.truncate(self.path, size)
         self._written, self._size, self._rewrite = line_count, size, False
         return True
 

@@ -43,6 +43,9 @@ class ModelState:
                 raise ValueError(
                     f"tensor {key} has shape {got}, the model needs {tuple(want.shape)}"
                 )
+        self._apply(state)
+
+    def _apply(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state)
 
 
@@ -65,6 +68,9 @@ class OptimizerState:
                         f"moment '{name}' of parameter {index} has shape {tuple(value.shape)}, "
                         f"the parameter {tuple(param.shape)}"
                     )
+        self._apply(state)
+
+    def _apply(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
 

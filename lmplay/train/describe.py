@@ -29,6 +29,11 @@ def describe_session(session: Session, *, full: bool = False) -> str:
     lines.extend(s.stop_rules.describe([stage.name for stage in s.plan.stages]))
     if s.best.set_name is not None:
         lines.append(f"best checkpoint: lowest validation loss on '{s.best.set_name}'")
+    if s.world.distributed:
+        lines.append(
+            f"data parallel: {s.world.size} ranks ({s.world.parallel}); each computes every "
+            f"{s.world.size}th mini-batch of the global batch"
+        )
     if s.resumed_from is not None:
         lines.append(
             f"resumed from {s.resumed_from} at step {s.runner.step}, stage "

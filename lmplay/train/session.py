@@ -29,6 +29,14 @@ from lmplay.train.adapters import attach_adapters
 from lmplay.train.best import BestCheckpoint, best_set_name
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.distributed import (
+    SINGLE,
+    World,
+    adapt_checkpoint_map,
+    local_device,
+    parallelize,
+    seed_rank,
+)
 from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
 from lmplay.train.loss import LossModel
 from lmplay.train.optim import DecayGroups, build_optimizer
@@ -62,6 +70,7 @@ class Session:
     best: BestCheckpoint  # the best validation loss so far, for <model>.best.lmp
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
     experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
+    world: World = SINGLE  # this process's rank among the torchrun ranks
 
 
 def _pack_len(
@@ -153,9 +162,9 @@ def _read_source(source: Path | None) -> dict[str, Any]:
     return load_checkpoint(source)["components"]
 
 
-def build_session(cfg: RunConfig) -> Session:
+def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     allowed = allowed_changes(cfg.data.allow_changed)
-    device = resolve_device(cfg.system.device)
+    device = local_device(resolve_device(cfg.system.device), world)
     precision = resolve_precision(cfg, device)
     source = find_checkpoint(cfg)
     stored = _read_source(source)
@@ -172,6 +181,13 @@ def build_session(cfg: RunConfig) -> Session:
         notes.append(lora.describe())
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
+    seed_rank(world, cfg.data.seed)
+    forward_fn = None
+    if cfg.system.compile_model:
+        forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
+    # Wrapped (DDP) or sharded (FSDP) before the optimizer is built: FSDP replaces parameters.
+    loss_model = LossModel(model, forward_fn=forward_fn)
+    train_model = parallelize(loss_model, world, device, precision.dtype)
 
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
     data = dataset_fingerprints(plan.datasets)
@@ -202,6 +218,7 @@ def build_session(cfg: RunConfig) -> Session:
         exp=exp,
         model=cfg.model_path().name,
         meta=_stats_meta(cfg, plan, model_args),
+        write=world.is_main,
     )
     schedule = _schedule(cfg)
     checkpoint_map = _checkpoint_map(
@@ -217,6 +234,7 @@ def build_session(cfg: RunConfig) -> Session:
     checkpoint_map.entries["best"] = Entry(best, {})
     if precision.scaler is not None:
         checkpoint_map.entries["grad_scaler"] = Entry(precision.scaler, {})
+    adapt_checkpoint_map(checkpoint_map.entries, world, model, optimizer)
     keep_history = load_progress is not None
     if source is not None:
         skip = _components_to_skip(cfg, stored, source, keep_history, notes)
@@ -229,10 +247,6 @@ def build_session(cfg: RunConfig) -> Session:
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
-    forward_fn = None
-    if cfg.system.compile_model:
-        forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
-    train_model = LossModel(model, forward_fn=forward_fn)
     return Session(
         cfg=cfg,
         device=device,
@@ -255,6 +269,7 @@ def build_session(cfg: RunConfig) -> Session:
         experiment=experiment,
         stop_rules=stop_rules,
         best=best,
+        world=world,
     )
 
 

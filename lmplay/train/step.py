@@ -17,6 +17,13 @@ from torch import nn
 
 from lmplay.data.batcher import Batch, Sample, collate
 from lmplay.data.packing import pack
+from lmplay.train.distributed import (
+    SINGLE,
+    World,
+    gradient_factor,
+    gradient_sync,
+    local_rank_share,
+)
 from lmplay.train.loss import as_loss_model, plain_model
 
 
@@ -82,25 +89,46 @@ def accumulate_gradients(
     device: torch.device,
     precision: Precision,
     pack_len: int | None = None,
+    world: World = SINGLE,
 ) -> _Accumulated:
-    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`)."""
+    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`).
+
+    With several ranks each runs its share of the mini-batches (`local_rank_share`), gradients
+    are all-reduced once, on the last micro-step, and the sums are reduced to global figures.
+    """
     total_loss_tokens = loss_tokens(samples)
     loss_model = as_loss_model(model)
     acc = _Accumulated()
-    for chunk in split_mini_batches(samples, mini_batch_size):
-        rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
-        mini = _to_device(rows, device)
-        loss_sum, correct = token_losses(loss_model, mini, precision)
-        scaled = loss_sum / total_loss_tokens
-        if precision.scaler is not None:
-            scaled = precision.scaler.scale(scaled)
-        scaled.backward()
-        acc.loss_sum += float(loss_sum.detach())
-        acc.correct += int(correct)
-        acc.micro_steps += 1
-        acc.padding_tokens += mini.padding
-        acc.padded_slots += mini.input_ids.numel()
-    return acc
+    chunks = split_mini_batches(samples, mini_batch_size)
+    share = local_rank_share(chunks, world)
+    factor = gradient_factor(world)
+    for index, (chunk, live) in enumerate(share):
+        with gradient_sync(model, enabled=index == len(share) - 1):
+            rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
+            mini = _to_device(rows, device)
+            loss_sum, correct = token_losses(loss_model, mini, precision)
+            scaled = loss_sum / total_loss_tokens
+            if factor != 1.0 or not live:
+                scaled = scaled * (factor if live else 0.0)  # a stand-in only keeps step
+            if precision.scaler is not None:
+                scaled = precision.scaler.scale(scaled)
+            scaled.backward()
+        if live:
+            acc.loss_sum += float(loss_sum.detach())
+            acc.correct += int(correct)
+            acc.padding_tokens += mini.padding
+            acc.padded_slots += mini.input_ids.numel()
+    acc.micro_steps = len(chunks)  # the global count: the same at any world size
+    return _reduced(acc, world)
+
+
+def _reduced(acc: _Accumulated, world: World) -> _Accumulated:
+    if not world.distributed:
+        return acc
+    loss_sum, correct, padding, slots = world.sum(
+        [acc.loss_sum, acc.correct, acc.padding_tokens, acc.padded_slots]
+    )
+    return _Accumulated(loss_sum, round(correct), acc.micro_steps, round(padding), round(slots))
 
 
 def loss_tokens(samples: list[Sample]) -> int:
@@ -119,6 +147,7 @@ def train_step(
     set_lr: Callable[[], None] | None = None,
     check_grads: bool = False,
     pack_len: int | None = None,
+    world: World = SINGLE,
 ) -> StepResult:
     """A full optimizer step. The optimizer is not stepped when the loss is not finite.
 
@@ -126,7 +155,7 @@ def train_step(
     must take `positions` and `segments`); the loss is the same, the padding less.
     """
     optimizer.zero_grad(set_to_none=True)
-    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len)
+    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len, world)
     model = plain_model(model)
     total = loss_tokens(samples)
     loss = acc.loss_sum / total
@@ -134,7 +163,7 @@ def train_step(
         precision.scaler.unscale_(optimizer)
     parameters = [p for p in model.parameters() if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm)) if parameters else 0.0
+    grad_norm = _clip(parameters, max_norm)
     if math.isfinite(loss):
         if set_lr is not None:
             set_lr()
@@ -156,6 +185,14 @@ def train_step(
         micro_steps=acc.micro_steps,
         missing_grads=tuple(missing),
     )
+
+
+def _clip(parameters: list[nn.Parameter], max_norm: float) -> float:
+    if not parameters:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    # FSDP2 gradients are sharded DTensors: their norm is one too, and the whole is wanted.
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def parameters_without_grad(model: nn.Module) -> list[str]:

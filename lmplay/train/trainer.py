@@ -20,6 +20,7 @@ from lmplay.train.checkpoint import (
     stage_checkpoint_path,
     step_checkpoint_path,
 )
+from lmplay.train.distributed import AgreedStop
 from lmplay.train.optim import set_lr
 from lmplay.train.sampling import generate_samples
 from lmplay.train.schedule import lr_at
@@ -54,9 +55,11 @@ class Trainer:
                 file=sys.stderr,
             )
             return 0
-        with StopRequest() as stop:
+        with StopRequest() as signals:
+            stop = AgreedStop(signals, s.world)  # every rank stops after the same step
             if s.runner.step == 0 and not self._validated_at_this_step():
                 self.validate()
+            stop.sync()
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
                 self.batcher = self._stage_batcher()
@@ -72,6 +75,7 @@ class Trainer:
                         self._record(result, stage.name, bar)
                         s.stop_rules.after_step(result.loss, self._epochs_done())
                         self._maybe_validate_and_save(len(samples))
+                        stop.sync()
                 ended_by = s.stop_rules.stop
                 if self.batcher.finished or ended_by is not None:
                     if not self._validated_at_this_step():
@@ -82,6 +86,7 @@ class Trainer:
                     s.stop_rules.begin_stage(s.progress.stage_index)
                     self.batcher = None  # its stage is done; its position is saved no more
                     self.save(stage_checkpoint_path(s.cfg.model_path(), stage.name))
+            stop.sync()
             self._record_pause(stop)
             self.save()
             self._report_end(stop)  # inside: a late second Ctrl+C is still only recorded
@@ -108,6 +113,7 @@ class Trainer:
             set_lr=lambda: set_lr(s.optimizer, lr),
             check_grads=s.cfg.system.check_grads,
             pack_len=s.pack_len,
+            world=s.world,
         )
         if not math.isfinite(result.loss):
             self._diverged(result)
@@ -176,10 +182,16 @@ class Trainer:
         losses = {}
         for name, samples in self._validation_sets().items():
             scores = score_validation_set(
-                s.train_model, samples, s.cfg.batch.validation_batch(), s.device, s.precision
+                s.train_model,
+                samples,
+                s.cfg.batch.validation_batch(),
+                s.device,
+                s.precision,
+                s.world,
             )
             loss, accuracy, words = scores.loss, scores.accuracy, scores.word_accuracy
-            example = validation_example(s.model, samples[0], s.device, s.precision)
+            # Every rank computes it (an FSDP forward is collective); rank 0 prints and writes.
+            example = validation_example(s.train_model, samples[0], s.device, s.precision)
             s.stats.add_validation(
                 name,
                 {
@@ -253,7 +265,9 @@ class Trainer:
     def _save_best(self) -> None:
         """The run at its best validation point so far, written atomically beside the run."""
         self._sync_batcher_state()
-        save_checkpoint(best_checkpoint_path(self.s.cfg.model_path()), self.components())
+        components = self.components()  # on every rank: gathering sharded state is collective
+        path = best_checkpoint_path(self.s.cfg.model_path())
+        self.s.world.on_main(lambda: save_checkpoint(path, components))
 
     def _validated_at_this_step(self) -> bool:
         # Read from the stats, which travel in the checkpoint: a rerun after a stop between a
@@ -270,10 +284,14 @@ class Trainer:
         self._last_flush = time.monotonic()
         self._sync_batcher_state()
         pause_point("save")
-        components = self.components()
-        save_checkpoint(path or s.cfg.model_path(), components)
-        if path is not None and path != s.cfg.model_path():
-            save_checkpoint(s.cfg.model_path(), components)
+        components = self.components()  # on every rank: FSDP gathers the weights to rank 0
+
+        def write() -> None:
+            save_checkpoint(path or s.cfg.model_path(), components)
+            if path is not None and path != s.cfg.model_path():
+                save_checkpoint(s.cfg.model_path(), components)
+
+        s.world.on_main(write)
 
     def components(self) -> dict[str, dict[str, Any]]:
         """Every component's state_args and state, from the session's one checkpoint map."""
@@ -288,10 +306,15 @@ class Trainer:
     def _save_rolling(self) -> None:
         s = self.s
         path = step_checkpoint_path(s.cfg.model_path(), s.runner.step)
-        save_checkpoint(path, self.components())
-        pattern = f"{s.cfg.model_path().stem}.step*{s.cfg.model_path().suffix}"
-        for old in sorted(path.parent.glob(pattern))[: -s.cfg.io.keep_last]:
-            old.unlink(missing_ok=True)
+        components = self.components()
+
+        def write() -> None:
+            save_checkpoint(path, components)
+            pattern = f"{s.cfg.model_path().stem}.step*{s.cfg.model_path().suffix}"
+            for old in sorted(path.parent.glob(pattern))[: -s.cfg.io.keep_last]:
+                old.unlink(missing_ok=True)
+
+        s.world.on_main(write)
 
     def _stage_batcher(self) -> StageBatcher:
         s = self.s
@@ -348,7 +371,8 @@ class Trainer:
         self._record_stop(
             stage, Stop("diverged", f"loss {result.loss} at step {s.runner.step + 1}")
         )
-        save_checkpoint(last_good, self.components())
+        components = self.components()
+        s.world.on_main(lambda: save_checkpoint(last_good, components))
         raise TrainingDiverged(
             f"loss is {result.loss} at step {s.runner.step + 1}: training stopped; the last good "
             f"state is in {last_good} and {s.cfg.model_path()} was left as it is "
@@ -359,7 +383,7 @@ class Trainer:
         runner = self.s.runner
         return f"step {runner.step}, {runner.samples:,} samples, {runner.tokens:,} tokens"
 
-    def _report_end(self, stop: StopRequest) -> None:
+    def _report_end(self, stop: AgreedStop) -> None:
         s = self.s
         where = self._where()
         if stop.requested:

@@ -17,6 +17,7 @@ from torch import nn
 
 from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
 from lmplay.data.tokenizer import get_tokenizer
+from lmplay.train.distributed import SINGLE, World, local_rank_share
 from lmplay.train.loss import as_loss_model
 from lmplay.train.step import Precision
 
@@ -68,22 +69,26 @@ def score_validation_set(
     batch_size: int,
     device: torch.device,
     precision: Precision,
+    world: World = SINGLE,
 ) -> ValidationScores:
     """Loss, token accuracy and word accuracy of `samples`, from one forward pass over each row.
 
-    The caller sets eval mode.
+    With several ranks each scores its share of the rows and the sums are reduced, so every
+    rank returns the single-process figures (float rounding aside). The caller sets eval mode.
     """
     if not samples:
         raise ValueError("a validation set needs at least one sample")
     tokenizer = get_tokenizer()
     loss_sum, correct, words = 0.0, 0, 0.0
     for index, predicted, sample_loss in _teacher_forced(
-        model, samples, batch_size, device, precision
+        model, samples, batch_size, device, precision, world
     ):
         sample = samples[index]
         loss_sum += sample_loss
         correct += sum(p == t for p, t in zip(predicted, sample.truth, strict=True))
         words += word_accuracy(tokenizer.decode(list(sample.truth)), tokenizer.decode(predicted))
+    if world.distributed:
+        loss_sum, correct, words = world.sum([loss_sum, correct, words])
     tokens = sum(len(sample.truth) for sample in samples)
     return ValidationScores(loss_sum / tokens, correct / tokens, words / len(samples), tokens)
 
@@ -109,17 +114,19 @@ def _teacher_forced(
     batch_size: int,
     device: torch.device,
     precision: Precision,
+    world: World = SINGLE,
 ) -> Iterator[tuple[int, list[int], float]]:
     """(index in `samples`, argmax at each truth position, summed cross-entropy of its truth).
 
     Rows of similar length are batched together to save padding; padding sits after each row's
-    tokens, so it changes no prediction and no loss.
+    tokens, so it changes no prediction and no loss. With several ranks, only this rank's share
+    of the batches is yielded (stand-in batches keep FSDP's collectives in step).
     """
     loss_model = as_loss_model(model)
     loss_model = getattr(loss_model, "module", loss_model)  # no DistributedDataParallel here
     order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for rows, live in local_rank_share(batches, world):
         batch = collate([samples[i] for i in rows])
         targets = batch.targets.to(device)  # (B, T), IGNORE_INDEX off the truth
         with precision.autocast():
@@ -128,6 +135,8 @@ def _teacher_forced(
         row_losses = scores.losses.double().sum(dim=1)  # (B,)
         predicted = scores.predictions.cpu()  # (B, T)
         mask = batch.targets != IGNORE_INDEX  # (B, T): True at truth positions
+        if not live:
+            continue
         for index, row, keep, loss in zip(rows, predicted, mask, row_losses.tolist(), strict=True):
             yield index, row[keep].tolist(), loss
 
