@@ -18,13 +18,14 @@ away from the ranks, and the figures mean little when it exceeds the core count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from lmplay.stats.runs import load_stats
 
 
 def run_world(args: argparse.Namespace, nproc: int, out: Path) -> list[float]:
@@ -46,8 +47,8 @@ def run_world(args: argparse.Namespace, nproc: int, out: Path) -> list[float]:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{nproc} processes failed:\n{done.stderr[-3000:]}")
-    stats = json.loads(next(out.glob("*.stats.json")).read_text())
-    return [record["tokens_per_s"] for record in stats["train"][args.warmup :]]
+    stats = load_stats(next(out.glob("*.stats.jsonl")))
+    return [record["tokens_per_s"] for record in stats.train[args.warmup :]]
 
 
 def main() -> None:

@@ -283,7 +283,7 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(
     assert rerun.finish() == 0, rerun.output
     assert update_difference(stopped, ref4, start) < 1e-6
     assert_same_position(stopped, ref4)
-    stats = "gpt2ish.stats.json"
+    stats = "gpt2ish.stats.jsonl"
     assert_same_figures(folder / "two" / stats, folder / "ref" / stats, 1e-6)
 
 
