@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
+import importlib
+import io
 import re
 import shlex
 import subprocess
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lmp_testing import TINY_FLAGS
+from lmp_testing import TINY_FLAGS, in_folder, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -54,30 +56,47 @@ def test_exactly_two_setup_paths_one_trains_one_tests() -> None:
 
 
 def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command through its installed console script (or `python -m` without one)."""
     script = Path(sys.executable).parent / words[0]
     program = [str(script)] if script.exists() else [sys.executable, "-m", MODULES[words[0]]]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([*program, *words[1:]], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run([*program, *words[1:]], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def run_in_process(words: list[str], cwd: Path) -> tuple[int, str]:
+    """The command's `main` (what its console script calls) in this process: (exit code, stderr).
+
+    A new interpreter per command would spend most of the test importing torch again.
+    """
+    main = importlib.import_module(MODULES[words[0]]).main
+    out, err = io.StringIO(), io.StringIO()
+    with in_folder(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(words[1:]) or 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, err.getvalue()
 
 
 @pytest.mark.slow
 def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
     commands = readme_commands()
     assert ["lmp_trainer"] in commands and ["lmp_plotstats"] in commands
+    listing = run(["lmp_trainer", "--exp", "list"], cwd=tmp_path)  # the installed entry point
+    assert listing.returncode == 0 and "gpt2ish_124m" in listing.stdout, listing.stderr[-2000:]
     for words in commands:
         if "plans/wiki.json" in words:
             # Needs the hub: here it must fail fast with the way to use local files.
-            result = run(words, cwd=REPO)
-            assert result.returncode == 2, result.stderr[-2000:]
-            assert "wikimedia/wikipedia" in result.stderr and "files" in result.stderr
+            code, err = run_in_process(words, cwd=REPO)
+            assert code == 2, err[-2000:]
+            assert "wikimedia/wikipedia" in err and "files" in err
             continue
         if words[0] == "lmp_trainer" and "list" not in words:
             words = [*words, *TINY_FLAGS, "--max-steps", "2", "--validation-interval", "8"]
         if words[0] == "lmp_generator":
             words = [*words, "--max-new-tokens", "5"]
-        result = run(words, cwd=tmp_path)
-        assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
+        code, err = run_in_process(words, cwd=tmp_path)
+        assert code == 0, f"{shlex.join(words)}\n{err[-3000:]}"
     out = tmp_path / "out_gpt"
     assert (out / "gpt2ish.lmp").is_file() and (out / "gpt2ish.stats.jsonl").is_file()
     assert (out / "modern.lmp").is_file()
