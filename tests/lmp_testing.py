@@ -191,18 +191,28 @@ def in_folder(folder: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def train_in_process(cwd: Path, args: list[str]) -> tuple[int, str]:
-    """`lmp_trainer ARGS` run in this process from `cwd`: (exit code, stderr).
+def cli_in_process(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`lmplay.cli.<module>` run in this process from `cwd`, as `run_cli` runs it outside.
 
     The same `main` the console script calls, without the seconds a new interpreter spends
     importing torch; runs that need real signals or a separate process use `run_cli`.
     """
-    from lmplay.cli.trainer import main
+    import importlib
 
-    err = io.StringIO()
-    with in_folder(cwd), contextlib.redirect_stderr(err):
-        code = main(args)
-    return code, err.getvalue()
+    main = importlib.import_module(f"lmplay.cli.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with in_folder(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args) or 0
+        except SystemExit as exit_:  # argparse errors, and lmp_generator's exit codes
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def train_in_process(cwd: Path, args: list[str]) -> tuple[int, str]:
+    """`lmp_trainer ARGS` in this process from `cwd`: (exit code, stderr)."""
+    result = cli_in_process("trainer", args, cwd)
+    return result.returncode, result.stderr
 
 
 def load_components(path: Path) -> dict[str, Any]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
 import re
 import shlex
 import subprocess
@@ -12,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lmp_testing import TINY_FLAGS, in_folder, subprocess_env
+from lmp_testing import TINY_FLAGS, cli_in_process, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -63,21 +60,6 @@ def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
-def run_in_process(words: list[str], cwd: Path) -> tuple[int, str]:
-    """The command's `main` (what its console script calls) in this process: (exit code, stderr).
-
-    A new interpreter per command would spend most of the test importing torch again.
-    """
-    main = importlib.import_module(MODULES[words[0]]).main
-    out, err = io.StringIO(), io.StringIO()
-    with in_folder(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(words[1:]) or 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, err.getvalue()
-
-
 @pytest.mark.slow
 def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
     commands = readme_commands()
@@ -87,7 +69,8 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
     for words in commands:
         if "plans/wiki.json" in words:
             # Needs the hub: here it must fail fast with the way to use local files.
-            code, err = run_in_process(words, cwd=REPO)
+            result = cli_in_process(MODULES[words[0]].rsplit(".", 1)[1], words[1:], REPO)
+            code, err = result.returncode, result.stderr
             assert code == 2, err[-2000:]
             assert "wikimedia/wikipedia" in err and "files" in err
             continue
@@ -95,7 +78,8 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
             words = [*words, *TINY_FLAGS, "--max-steps", "2", "--validation-interval", "8"]
         if words[0] == "lmp_generator":
             words = [*words, "--max-new-tokens", "5"]
-        code, err = run_in_process(words, cwd=tmp_path)
+        result = cli_in_process(MODULES[words[0]].rsplit(".", 1)[1], words[1:], tmp_path)
+        code, err = result.returncode, result.stderr
         assert code == 0, f"{shlex.join(words)}\n{err[-3000:]}"
     out = tmp_path / "out_gpt"
     assert (out / "gpt2ish.lmp").is_file() and (out / "gpt2ish.stats.jsonl").is_file()
