@@ -2,7 +2,7 @@
 
     python bench/distributed.py                                   # CPU: 1 and 2 processes
     python bench/distributed.py --device cuda --nprocs 1,2,4,8 \\
-        --exp gpt2ish_med --context-len 1024 --per-rank-batch 8 --amp   # all GPUs of a node
+        --exp gpt2ish_124m --context-len 1024 --per-rank-batch 8 --amp   # all GPUs of a node
 
 Each world size runs the same command a user would (`torchrun --standalone --nproc-per-node=N
 -m lmplay.cli.trainer ...`) for `--steps` optimizer steps on the plan's real batches, with a

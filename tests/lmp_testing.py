@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +126,25 @@ def tiny_run_config(folder: Path, documents: int = 12, **sections: Any) -> RunCo
     return RunConfig(**{**defaults, **sections})
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a command run as a subprocess: offline, and with this process's torch
+    thread count, so a run there and a run in-process do bit-identical arithmetic."""
+    import torch
+
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        **extra,
+    }
+
+
 def run_cli(
     module: str, args: list[str], cwd: Path, timeout: float = 240, **popen: object
 ) -> subprocess.CompletedProcess:
     """Run `python -m lmplay.cli.<module>` as a user would, offline."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = subprocess_env()
     return subprocess.run(
         [sys.executable, "-m", f"lmplay.cli.{module}", *args],
         cwd=cwd,
@@ -158,3 +175,77 @@ def evaluate(model: Any, samples: list[Any], batch_size: int, device: Any, preci
             correct_total += int(correct)
             tokens += mini.loss_tokens
     return loss_total / tokens, correct_total / tokens, tokens
+
+
+TIMING_FIELDS = {"tokens_per_s", "time"}
+
+
+@contextlib.contextmanager
+def in_folder(folder: Path) -> Iterator[None]:
+    """Run a command's relative paths against `folder`, as a user in that folder would."""
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def cli_in_process(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`lmplay.cli.<module>` run in this process from `cwd`, as `run_cli` runs it outside.
+
+    The same `main` the console script calls, without the seconds a new interpreter spends
+    importing torch; runs that need real signals or a separate process use `run_cli`.
+    """
+    import importlib
+
+    main = importlib.import_module(f"lmplay.cli.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with in_folder(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args) or 0
+        except SystemExit as exit_:  # argparse errors, and lmp_generator's exit codes
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def train_in_process(cwd: Path, args: list[str]) -> tuple[int, str]:
+    """`lmp_trainer ARGS` in this process from `cwd`: (exit code, stderr)."""
+    result = cli_in_process("trainer", args, cwd)
+    return result.returncode, result.stderr
+
+
+def load_components(path: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(path, weights_only=True)["components"]
+
+
+def assert_bitwise_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Model weights and optimizer state (moments, step counts, groups) are bit-identical."""
+    import torch
+
+    model_a, model_b = a["model"]["state"], b["model"]["state"]
+    assert model_a.keys() == model_b.keys()
+    for key in model_a:
+        assert torch.equal(model_a[key], model_b[key]), key
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert opt_a["state"].keys() == opt_b["state"].keys()
+    for index, state in opt_a["state"].items():
+        assert state.keys() == opt_b["state"][index].keys()
+        for name, value in state.items():
+            other = opt_b["state"][index][name]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (index, name)
+
+
+def records_without_timing(path: Path) -> tuple[list[dict], dict[str, list[dict]]]:
+    """A stats file's train and validation records, minus the fields that measure time."""
+    from lmplay.stats.runs import load_stats
+
+    stats = load_stats(path)
+
+    def strip(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+    return strip(stats.train), {name: strip(rs) for name, rs in stats.validation.items()}

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
-import os
 import re
 import shlex
 import shutil
-from dataclasses import dataclass
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from lmp_testing import TINY_FLAGS
+from lmp_testing import TINY_FLAGS, cli_in_process, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -56,27 +53,12 @@ def test_exactly_two_setup_paths_one_trains_one_tests() -> None:
     assert "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
 
 
-@dataclass
-class Result:
-    returncode: int
-    stderr: str
-
-
-def run(words: list[str], cwd: Path) -> Result:
-    """Run an `lmp_*` command's entry point in this process (what its console script calls),
-    in `cwd`, with its stderr captured."""
-    main = importlib.import_module(MODULES[words[0]]).main
-    stderr = io.StringIO()
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            code = main(words[1:]) or 0  # a console script exits 0 on None
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    finally:
-        os.chdir(previous)
-    return Result(code, stderr.getvalue())
+def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command through its installed console script (or `python -m` without one)."""
+    script = Path(sys.executable).parent / words[0]
+    program = [str(script)] if script.exists() else [sys.executable, "-m", MODULES[words[0]]]
+    return subprocess.run([*program, *words[1:]], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def newcomer_folder(folder: Path) -> Path:
@@ -91,19 +73,23 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
     commands = readme_commands()
     assert ["lmp_trainer"] in commands and ["lmp_plotstats"] in commands
     folder = newcomer_folder(tmp_path)
+    listing = run(["lmp_trainer", "--exp", "list"], cwd=folder)  # the installed entry point
+    assert listing.returncode == 0 and "gpt2ish_124m" in listing.stdout, listing.stderr[-2000:]
     for words in commands:
         if "plans/wiki.json" in words:
             # Needs the hub: here it must fail fast with the way to use local files.
-            result = run(words, cwd=folder)
-            assert result.returncode == 2, result.stderr[-2000:]
-            assert "wikimedia/wikipedia" in result.stderr and "files" in result.stderr
+            result = cli_in_process(MODULES[words[0]].rsplit(".", 1)[1], words[1:], folder)
+            code, err = result.returncode, result.stderr
+            assert code == 2, err[-2000:]
+            assert "wikimedia/wikipedia" in err and "files" in err
             continue
         if words[0] == "lmp_trainer" and "list" not in words:
             words = [*words, *TINY_FLAGS, "--max-steps", "2", "--validation-interval", "8"]
         if words[0] == "lmp_generator":
             words = [*words, "--max-new-tokens", "5"]
-        result = run(words, cwd=folder)
-        assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
+        result = cli_in_process(MODULES[words[0]].rsplit(".", 1)[1], words[1:], folder)
+        code, err = result.returncode, result.stderr
+        assert code == 0, f"{shlex.join(words)}\n{err[-3000:]}"
     out = folder / "out_gpt"
     assert (out / "tiny" / "gpt2ish.lmp").is_file()
     assert (out / "tiny" / "gpt2ish.stats.jsonl").is_file()

@@ -54,15 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, values = parse_flags(build_parser(), PLOT_SECTIONS, argv)
         cfg = PlotConfig(**values["plot"])
-        options = PlotOptions(
-            out_type=cfg.out_type,
-            plot_train=cfg.plot_train,
-            plot_raw=cfg.plot_raw,
-            average_count=cfg.average_count,
-            target=cfg.target,
-            max_files=cfg.max_files,
-            min_tokens=cfg.min_tokens,
-        )
+        # Every PlotConfig field but the output folder is a PlotOptions field of the same name.
+        options = PlotOptions(**{k: v for k, v in values["plot"].items() if k != "out_dir"})
         runs = load_runs(args.locations)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)

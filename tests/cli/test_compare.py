@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from lmp_testing import TINY_FLAGS, one_stage_plan, run_cli
+from lmp_testing import TINY_FLAGS, cli_in_process, one_stage_plan
 
 from lmplay.stats.runs import load_stats
 
@@ -21,7 +21,7 @@ def test_two_architectures_train_and_plot_side_by_side(tmp_path: Path) -> None:
     for exp in EXPS:  # default checkpoint: out/<exp>.lmp, stats: out/<exp>.stats.jsonl
         args = ["--training-plan", "plan.json", "--out-dir", "out", "--exp", exp, *TINY_FLAGS,
                 "--max-steps", str(STEPS), "--validation-interval", "8"]  # fmt: skip
-        result = run_cli("trainer", args, cwd=tmp_path)
+        result = cli_in_process("trainer", args, tmp_path)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "out" / f"{exp}.lmp").is_file()
     stats = {exp: load_stats(tmp_path / "out" / f"{exp}.stats.jsonl") for exp in EXPS}
@@ -29,7 +29,7 @@ def test_two_architectures_train_and_plot_side_by_side(tmp_path: Path) -> None:
     # Same plan, same data order: both runs saw the same tokens at every step.
     assert stats["gpt2ish"].tokens == stats["modern"].tokens > 0
 
-    result = run_cli("plotstats", ["out", "--out-dir", "plots"], cwd=tmp_path, timeout=120)
+    result = cli_in_process("plotstats", ["out", "--out-dir", "plots"], tmp_path)
     assert result.returncode == 0, result.stderr
     manifest = orjson.loads((tmp_path / "plots" / "plots.json").read_bytes())
     assert [(r["label"], r["exp"]) for r in manifest["runs"]] == [(e, e) for e in EXPS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -94,3 +95,11 @@ def test_help_states_each_default_once_and_never_none(prog: str) -> None:
 def test_trainer_help_shows_config_py_defaults() -> None:
     text = " ".join(trainer.build_parser().format_help().split())
     assert f"(default: {ModelConfig.exp})" in text and "(default: 0.001)" in text
+
+
+def test_plot_flags_are_plot_options_with_the_same_defaults() -> None:
+    from lmplay.stats.plot import PlotOptions
+
+    flags = {f.name: f.default for f in dataclasses.fields(PlotConfig) if f.name != "out_dir"}
+    options = {f.name: f.default for f in dataclasses.fields(PlotOptions)}
+    assert flags == {name: options[name] for name in flags}

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from lmp_testing import cli_in_process
 
 from lmplay.cli.plotstats import main
 from lmplay.stats.recorder import StatsRecorder
@@ -20,13 +21,7 @@ def _write_run(path: Path, run: str, points: int) -> Path:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lmplay.cli.plotstats", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli_in_process("plotstats", list(args), cwd)
 
 
 def test_no_stats_files_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,13 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan, run_cli
+from lmp_testing import (
+    TINY_FLAGS,
+    assert_bitwise_equal,
+    load_components,
+    one_stage_plan,
+    records_without_timing,
+    subprocess_env,
+    train_in_process,
+)
 
 from lmplay.cli.trainer import main
 from lmplay.stats.runs import load_stats
-
-TIMING_FIELDS = {"tokens_per_s", "time"}
 
 
 @pytest.fixture
@@ -75,73 +79,62 @@ def test_describe_prints_groups_and_writes_nothing(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "out").exists()
 
 
-def train(plan_dir: Path, out: str, *extra: str, timeout: float = 240):
-    args = ["--training-plan", "plan.json", "--out-dir", out, *TINY_FLAGS, *extra]
-    return run_cli("trainer", args, cwd=plan_dir, timeout=timeout)
+# Saves every step (8 samples a step), validates every third: 8 steps cross every kind of point.
+COMMON = ["--save-interval", "8", "--validation-interval", "24"]
+STEPS = "8"
 
 
-def load_final(path: Path) -> dict:
-    return torch.load(path, weights_only=True)["components"]
+def train(plan_dir: Path, out: str, *extra: str) -> tuple[int, str]:
+    """The run in this process: the same `main` as the console script, minus the interpreter
+    start; only the Ctrl+C test below needs a process of its own to signal."""
+    args = ["--training-plan", "plan.json", "--out-dir", out, *TINY_FLAGS, *COMMON, *extra]
+    return train_in_process(plan_dir, args)
 
 
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    for key in a["model"]["state"]:
-        assert torch.equal(a["model"]["state"][key], b["model"]["state"][key]), key
-    opt_a, opt_b = a["optimizer"]["state"]["state"], b["optimizer"]["state"]["state"]
-    assert opt_a.keys() == opt_b.keys()
-    for index in opt_a:
-        for name, value in opt_a[index].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b[index][name]))
-
-
-def records_without_timing(path: Path) -> tuple[list, dict]:
-    stats = load_stats(path)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rs]  # noqa: E731
-    return strip(stats.train), {name: strip(rs) for name, rs in stats.validation.items()}
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plan folder with an uninterrupted run of STEPS steps in `straight/`."""
+    folder = tmp_path_factory.mktemp("trainer")
+    one_stage_plan(folder, documents=40)
+    code, err = train(folder, "straight", "--max-steps", STEPS)
+    assert code == 0, err
+    return folder
 
 
 @pytest.mark.slow
-def test_run_writes_checkpoint_stats_and_resumes(plan_dir: Path) -> None:
-    first = train(plan_dir, "out", "--max-steps", "3")
-    assert first.returncode == 0, first.stderr
-    checkpoint = plan_dir / "out" / "gpt2ish.lmp"
-    components = load_final(checkpoint)
+def test_run_writes_checkpoint_and_stats_and_resumes_bit_identical(straight: Path) -> None:
+    code, err = train(straight, "split", "--max-steps", "3")
+    assert code == 0, err
+    split = straight / "split"
+    components = load_components(split / "gpt2ish.lmp")
     assert components["runner"]["state"]["step"] == 3
     assert components["model"]["state_args"]["exp"] == "gpt2ish"
-    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.jsonl")
+    stats = load_stats(split / "gpt2ish.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1, 2, 3]
     assert stats.validation["corpus"][0]["samples"] == 0
-    second = train(plan_dir, "out", "--max-steps", "5")
-    assert second.returncode == 0, second.stderr
-    assert "resumed from out/gpt2ish.lmp at step 3" in second.stderr
-    stats = load_stats(plan_dir / "out" / "gpt2ish.stats.jsonl")
-    assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5]
-
-
-@pytest.mark.slow
-def test_eight_steps_equal_four_plus_resume_plus_four(plan_dir: Path) -> None:
-    assert train(plan_dir, "straight", "--max-steps", "8").returncode == 0
-    assert train(plan_dir, "split", "--max-steps", "4").returncode == 0
-    resumed = train(plan_dir, "split", "--max-steps", "8")
-    assert resumed.returncode == 0, resumed.stderr
-    straight, split = plan_dir / "straight", plan_dir / "split"
-    assert_bitwise_equal(load_final(straight / "gpt2ish.lmp"), load_final(split / "gpt2ish.lmp"))
-    assert records_without_timing(straight / "gpt2ish.stats.jsonl") == records_without_timing(
+    code, err = train(straight, "split", "--max-steps", "5")  # steps of the whole run
+    assert code == 0 and "resumed from split/gpt2ish.lmp at step 3" in err, err
+    assert [r["steps"] for r in load_stats(split / "gpt2ish.stats.jsonl").train] == [1, 2, 3, 4, 5]
+    code, err = train(straight, "split", "--max-steps", STEPS)
+    assert code == 0, err
+    reference = straight / "straight"
+    assert_bitwise_equal(
+        load_components(reference / "gpt2ish.lmp"), load_components(split / "gpt2ish.lmp")
+    )
+    assert records_without_timing(reference / "gpt2ish.stats.jsonl") == records_without_timing(
         split / "gpt2ish.stats.jsonl"
     )
 
 
 @pytest.mark.slow
-def test_sigint_saves_and_rerun_finishes_bit_identical(plan_dir: Path) -> None:
-    common = ["--save-interval", "8", "--validation-interval", "24"]
-    assert train(plan_dir, "straight", *common).returncode == 0
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def test_sigint_saves_and_rerun_finishes_bit_identical(straight: Path) -> None:
     command = [sys.executable, "-m", "lmplay.cli.trainer", "--training-plan", "plan.json",
-               "--out-dir", "interrupted", *TINY_FLAGS, *common]  # fmt: skip
+               "--out-dir", "interrupted", *TINY_FLAGS, *COMMON, "--max-steps", STEPS]  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=plan_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    checkpoint = plan_dir / "interrupted" / "gpt2ish.lmp"
+        command, cwd=straight, env=subprocess_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    checkpoint = straight / "interrupted" / "gpt2ish.lmp"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -149,34 +142,29 @@ def test_sigint_saves_and_rerun_finishes_bit_identical(plan_dir: Path) -> None:
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "resume with: lmp_trainer --training-plan plan.json" in err
-    assert load_final(checkpoint)["runner"]["state"]["step"] >= 1
-    rerun = train(plan_dir, "interrupted", *common)
-    assert rerun.returncode == 0, rerun.stderr
-    assert_bitwise_equal(load_final(plan_dir / "straight" / "gpt2ish.lmp"), load_final(checkpoint))
-    assert records_without_timing(plan_dir / "straight" / "gpt2ish.stats.jsonl") == (
-        records_without_timing(plan_dir / "interrupted" / "gpt2ish.stats.jsonl")
+    assert load_components(checkpoint)["runner"]["state"]["step"] >= 1
+    code, err = train(straight, "interrupted", "--max-steps", STEPS)
+    assert code == 0, err
+    reference = straight / "straight"
+    assert_bitwise_equal(load_components(reference / "gpt2ish.lmp"), load_components(checkpoint))
+    assert records_without_timing(reference / "gpt2ish.stats.jsonl") == (
+        records_without_timing(straight / "interrupted" / "gpt2ish.stats.jsonl")
     )
 
 
-@pytest.mark.slow
-def test_corrupt_checkpoint_is_refused_and_left_alone(plan_dir: Path) -> None:
-    assert train(plan_dir, "out", "--max-steps", "1").returncode == 0
+def test_other_architecture_or_corrupt_checkpoint_is_refused_and_left_alone(plan_dir) -> None:
+    assert train(plan_dir, "out", "--max-steps", "1")[0] == 0
+    code, err = train(plan_dir, "out", "--max-steps", "2", "--exp", "modern",
+                      "--model", "out/gpt2ish.lmp")  # fmt: skip
+    assert code == 2
+    assert "holds a 'gpt2ish' model but --exp is 'modern'" in err
     checkpoint = plan_dir / "out" / "gpt2ish.lmp"
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
     damaged = checkpoint.read_bytes()
-    result = train(plan_dir, "out", "--max-steps", "2")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint out/gpt2ish.lmp")
+    code, err = train(plan_dir, "out", "--max-steps", "2")
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: checkpoint out/gpt2ish.lmp")
     assert checkpoint.read_bytes() == damaged
-
-
-@pytest.mark.slow
-def test_other_architecture_checkpoint_is_refused(plan_dir: Path) -> None:
-    assert train(plan_dir, "out", "--max-steps", "1").returncode == 0
-    result = train(plan_dir, "out", "--max-steps", "2", "--exp", "modern",
-                   "--model", "out/gpt2ish.lmp")  # fmt: skip
-    assert result.returncode == 2
-    assert "holds a 'gpt2ish' model but --exp is 'modern'" in result.stderr
 
 
 def test_ctrl_c_while_starting_exits_130_and_writes_nothing(plan_dir, monkeypatch, capsys) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan, run_cli, three_stage_plan
+from lmp_testing import TINY_FLAGS, cli_in_process, one_stage_plan, three_stage_plan
 
 from lmplay.plan.registry import load_plan
 from lmplay.stats.runs import load_stats
@@ -16,15 +16,9 @@ from lmplay.stats.runs import load_stats
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiny models gain nothing from threads, and idle threads spin on a busy 2-core machine."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 def train(folder: Path, *extra: str, plan: str = "plan.json"):
-    return run_cli("trainer", ["--training-plan", plan, "--out-dir", "out", *TINY_FLAGS, *extra],
-                   cwd=folder)  # fmt: skip
+    args = ["--training-plan", plan, "--out-dir", "out", *TINY_FLAGS, *extra]
+    return cli_in_process("trainer", args, folder)
 
 
 def stages_in_order(records: list[dict]) -> list[str]:

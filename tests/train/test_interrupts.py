@@ -2,7 +2,9 @@
 
 The trainer's test hook LMPLAY_TEST_PAUSE="POINT:N" (lmplay/train/signals.py) stops the N-th
 pass through a point of the loop (validate, save, stage_end) until a line arrives on stdin, so
-a signal can be delivered exactly there. Everything else is the command a user would run.
+a signal can be delivered exactly there. Everything else is the command a user would run; the
+runs nothing interrupts (the uninterrupted reference, the final reruns) go through the same
+`main` in this process, with the same torch thread count as the subprocesses.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from lmp_testing import TINY_FLAGS, three_stage_plan
+from lmp_testing import (
+    TINY_FLAGS,
+    assert_bitwise_equal,
+    records_without_timing,
+    subprocess_env,
+    three_stage_plan,
+    train_in_process,
+)
 
 from lmplay.cli.trainer import build_parser, config_from_args
 from lmplay.stats.runs import load_stats
@@ -27,7 +35,6 @@ from lmplay.train.checkpoint import load_checkpoint
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer
 
-TIMING_FIELDS = {"tokens_per_s", "time"}
 STAGES = ("simple", "mixed", "qa")
 KEEP_LAST = 2
 COMMON = ["--save-interval", "8", "--validation-interval", "24", "--keep-last", str(KEEP_LAST)]
@@ -42,7 +49,7 @@ class TrainerProcess:
     """`lmp_trainer` in a subprocess; stderr is collected as it comes (tqdm writes no newlines)."""
 
     def __init__(self, cwd: Path, args: list[str], pause: str | None = None) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        env = subprocess_env()
         env.pop("LMPLAY_TEST_PAUSE", None)
         if pause is not None:
             env["LMPLAY_TEST_PAUSE"] = pause
@@ -97,39 +104,13 @@ class TrainerProcess:
 
 
 def run_to_end(cwd: Path, args: list[str]) -> str:
-    run = TrainerProcess(cwd, args)
-    code = run.finish()
-    assert code == 0, run.stderr
-    return run.stderr
+    code, err = train_in_process(cwd, args)
+    assert code == 0, err
+    return err
 
 
 def components(path: Path) -> dict:
     return load_checkpoint(path)["components"]
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    """Model weights and optimizer state (moments, step counts, groups) are bit-identical."""
-    model_a, model_b = a["model"]["state"], b["model"]["state"]
-    assert model_a.keys() == model_b.keys()
-    for key in model_a:
-        assert torch.equal(model_a[key], model_b[key]), key
-    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert opt_a["param_groups"] == opt_b["param_groups"]
-    assert opt_a["state"].keys() == opt_b["state"].keys()
-    for index, state in opt_a["state"].items():
-        assert state.keys() == opt_b["state"][index].keys()
-        for name, value in state.items():
-            other = opt_b["state"][index][name]
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (index, name)
-
-
-def records_without_timing(path: Path) -> tuple[list, dict]:
-    stats = load_stats(path)
-
-    def strip(records: list) -> list:
-        return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
-
-    return strip(stats.train), {name: strip(rs) for name, rs in stats.validation.items()}
 
 
 def saved_steps(train_records: list[dict], save_interval: int) -> list[int]:

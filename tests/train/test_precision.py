@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, evaluate, one_stage_plan, run_cli
+from lmp_testing import TINY_FLAGS, cli_in_process, evaluate, one_stage_plan
 from test_step import ragged_samples
 
 from lmplay.config import RunConfig, SystemConfig
@@ -50,10 +50,10 @@ def test_bf16_autocast_step_on_cpu_tracks_fp32(exp: str, pack_len: int | None) -
 def test_compiled_model_matches_eager_and_checkpoints_hold_plain_weights(tmp_path) -> None:
     one_stage_plan(tmp_path, documents=12)
     args = ["--training-plan", "plan.json", "--out-dir", "out", *TINY_FLAGS, "--max-steps", "2"]
-    compiled = run_cli("trainer", [*args, "--compile-model", "--model", "out/c.lmp"],
-                       cwd=tmp_path, timeout=400)  # fmt: skip
+    compiled = cli_in_process("trainer", [*args, "--compile-model", "--model", "out/c.lmp"],
+                              tmp_path)  # fmt: skip
     assert compiled.returncode == 0, compiled.stderr[-2000:]
-    eager = run_cli("trainer", [*args, "--model", "out/e.lmp"], cwd=tmp_path)
+    eager = cli_in_process("trainer", [*args, "--model", "out/e.lmp"], tmp_path)
     assert eager.returncode == 0, eager.stderr[-2000:]
     c = torch.load(tmp_path / "out/c.lmp", weights_only=True)["components"]["model"]["state"]
     e = torch.load(tmp_path / "out/e.lmp", weights_only=True)["components"]["model"]["state"]
