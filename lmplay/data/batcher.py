@@ -275,11 +275,33 @@ class StageBatcher:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != BATCHER_STATE_VERSION:
-            raise ValueError(f"batcher state version {state.get('version')} is not supported")
+        check_batcher_state(state)
         self.cursor = _Cursor(
             state["epoch"], state["position"], state["piece"], BatcherCounters(**state["counters"])
         )
+
+
+def check_batcher_state(state: Any) -> None:
+    """ValueError naming what is wrong with a stored batcher position (see `state_dict`)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"batcher state must be a dict, got {type(state).__name__}")
+    if state.get("version") != BATCHER_STATE_VERSION:
+        raise ValueError(f"batcher state version {state.get('version')} is not supported")
+    for key in ("epoch", "position", "piece"):
+        if not _is_count(state.get(key)):
+            raise ValueError(f"batcher {key} must be an integer >= 0, got {state.get(key)!r}")
+    counters = state.get("counters")
+    expected = set(BatcherCounters.__dataclass_fields__)
+    if not isinstance(counters, dict) or not set(counters) <= expected:
+        got = sorted(counters) if isinstance(counters, dict) else type(counters).__name__
+        raise ValueError(f"batcher counters must be some of {sorted(expected)}, got {got}")
+    bad = [key for key, value in counters.items() if not _is_count(value)]
+    if bad:
+        raise ValueError(f"batcher counter {bad[0]} must be an integer >= 0")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def validation_samples(documents: Documents, *, count: int, context_len: int) -> list[Sample]:

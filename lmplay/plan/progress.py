@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmplay.data.batcher import check_batcher_state
 from lmplay.errors import UsageError
 from lmplay.plan.format import TrainingPlan
 
@@ -39,6 +40,7 @@ class PlanProgress:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_version(state)
+        _check_state(state, len(self.plan.stages))
         self.stage_index = state["stage_index"]
         self.completed = list(state["completed"])
         self.batcher_state = state["batcher"]
@@ -50,6 +52,7 @@ class PlanProgress:
         new or changed. The batcher position is kept only if that stage is unchanged.
         """
         _check_version(state)
+        _check_state(state, None)
         fingerprints = self.plan.stage_fingerprints()
         done = 0
         while done < min(len(fingerprints), len(state["completed"])):
@@ -73,6 +76,22 @@ class PlanProgress:
         if self.finished:
             return None
         return self.plan.stages[self.stage_index].fingerprint(self.plan)
+
+
+def _check_state(state: dict[str, Any], stages: int | None) -> None:
+    """ValueError naming a malformed piece; `stages`: the plan's length when it must fit."""
+    index = state.get("stage_index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError(f"stage_index must be an integer >= 0, got {index!r}")
+    if stages is not None and index > stages:
+        raise ValueError(f"stage_index {index} is past the plan's {stages} stages")
+    completed = state.get("completed")
+    if not isinstance(completed, list) or not all(isinstance(c, str) for c in completed):
+        raise ValueError("completed must be a list of stage fingerprints")
+    if not isinstance(state.get("current"), (str, type(None))):
+        raise ValueError(f"current must be a stage fingerprint, got {state.get('current')!r}")
+    if state.get("batcher") is not None:
+        check_batcher_state(state["batcher"])
 
 
 def _check_version(state: dict[str, Any]) -> None:

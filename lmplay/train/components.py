@@ -60,6 +60,13 @@ class OptimizerState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # Every parameter the optimizer has stepped holds the same moments (a parameter that
+        # never had a gradient holds none, and starts fresh as torch does).
+        kinds = {frozenset(moments) for moments in state["state"].values() if moments}
+        if len(kinds) > 1:
+            smallest = min(kinds, key=len)
+            missing = sorted(max(kinds, key=len) - smallest)
+            raise ValueError(f"some parameters lack the moments {missing}")
         for index, moments in state["state"].items():
             param = params[int(index)]
             for name, value in moments.items():

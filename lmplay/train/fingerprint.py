@@ -98,7 +98,8 @@ def check_resume(
     """
     notes = []
     for name, (section, key) in MUST_MATCH.items():
-        old = stored_config.get(section, {}).get(key, None)
+        stored_section = stored_config.get(section)
+        old = stored_section.get(key) if isinstance(stored_section, dict) else None
         new = config[section][key]
         if old is None or old == new:
             continue  # a checkpoint from before this setting was stored: nothing to compare

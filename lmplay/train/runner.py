@@ -30,4 +30,8 @@ class RunnerState:
         if missing or unknown:
             raise ValueError(f"runner state lacks {missing} or has unknown {unknown}")
         for key in fields:
+            value, kind = state[key], (float, int) if key == "train_seconds" else int
+            if not isinstance(value, kind) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"runner {key} must be a number >= 0, got {value!r}")
+        for key in fields:
             setattr(self, key, state[key])

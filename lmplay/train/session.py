@@ -193,17 +193,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     data = dataset_fingerprints(plan.datasets)
     changed_data: set[str] = set()
     if load_progress is not None:  # the run goes on: what it trains on must not have changed
-        stored_runner = _stored_state_args(stored.get("runner"))
-        stored_config = stored_runner.get("config")
-        changes, changed_data = check_resume(
-            stored_config if isinstance(stored_config, dict) else {},
-            cfg.to_dict(),
-            stored_runner.get("data"),
-            data,
-            allowed,
-            source,
-        )
-        notes.extend(changes)
+        changed_data = _check_unchanged(cfg, stored.get("runner"), data, allowed, source, notes)
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
         model,
@@ -398,9 +388,28 @@ def _restart_stage_on_changed_data(
         notes.append(f"stage '{stage.name}' starts over: its data changed")
 
 
-def _stored_state_args(stored: Any) -> dict[str, Any]:
-    args = stored.get("state_args") if isinstance(stored, dict) else None
-    return args if isinstance(args, dict) else {}
+def _check_unchanged(
+    cfg: RunConfig,
+    stored_runner: Any,
+    data: dict[str, Any],
+    allowed: set[str],
+    source: Path | None,
+    notes: list[str],
+) -> set[str]:
+    """Refuse settings and data that changed since the checkpoint; the datasets that did."""
+    args = stored_runner.get("state_args") if isinstance(stored_runner, dict) else None
+    args = args if isinstance(args, dict) else {}
+    stored_config = args.get("config")
+    changes, changed_data = check_resume(
+        stored_config if isinstance(stored_config, dict) else {},
+        cfg.to_dict(),
+        args.get("data"),
+        data,
+        allowed,
+        Path(source or cfg.model_path()),
+    )
+    notes.extend(changes)
+    return changed_data
 
 
 def _check_optimizer_name(stored: dict[str, Any], cfg: RunConfig, source: Path) -> None:
