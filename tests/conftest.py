@@ -31,8 +31,12 @@ os.environ.update(
 # command saves into `out_gpt/datasets` of its (temporary) working folder.
 os.environ.pop("LMP_DATASETS", None)
 _WORKING_FOLDER = _CACHE_ROOT / "cwd"
-_WORKING_FOLDER.mkdir()
-os.chdir(_WORKING_FOLDER)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # After pytest has found the tests (relative to where it was started), before any runs.
+    _WORKING_FOLDER.mkdir(exist_ok=True)
+    os.chdir(_WORKING_FOLDER)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
