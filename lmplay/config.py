@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class DataConfig:
     override_plan: bool = _flag(
         "allow a different plan than the one stored in the checkpoint", False
     )
+    data_workers: int | None = _flag(
+        "processes that tokenize a dataset (default: the CPU cores available to this process)"
+    )
+
+    def workers(self) -> int:
+        return self.data_workers or len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -128,6 +135,14 @@ class SystemConfig:
     describe: bool = _flag(
         "print the architecture, parameter counts and weight-decay groups, then exit", False
     )
+    activation_checkpointing: bool = _flag(
+        "recompute each block in backward instead of keeping its activations (less memory, "
+        "about a third more compute)",
+        False,
+    )
+    peak_tflops: float | None = _flag(
+        "device peak TFLOP/s for MFU (default: a table of common GPUs; none on a CPU)"
+    )
     check_grads: bool = _flag("warn about trainable parameters that get no gradient", False)
     default_freeze: bool = _flag("freeze every parameter not marked `freeze = False`", False)
     save_datasets: bool = _flag(
@@ -161,6 +176,7 @@ class RunConfig:
             "--num-heads": self.model.num_heads,
             "--context-len": self.model.context_len,
             "--decay-steps": self.optim.decay_steps,
+            "--data-workers": self.data.data_workers,
         }
         for flag, value in positive.items():
             if value is not None and value <= 0:
@@ -181,6 +197,9 @@ class RunConfig:
         for flag, value in non_negative.items():
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise UsageError(f"{flag} {value} must be a finite number >= 0")
+        peak = self.system.peak_tflops
+        if peak is not None and not (peak > 0 and math.isfinite(peak)):
+            raise UsageError(f"--peak-tflops {peak} must be a finite number > 0")
         if self.optim.lr == 0:
             raise UsageError("--lr 0 must be greater than 0")
         if not 0 < self.optim.optimizer_warmup_fraction <= 1:

@@ -27,6 +27,7 @@ from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
 from lmplay.train.loss import LossModel
+from lmplay.train.memory import enable_activation_checkpointing
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.runner import RunnerState
 from lmplay.train.schedule import Schedule
@@ -151,6 +152,8 @@ def build_session(cfg: RunConfig) -> Session:
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
+    if cfg.system.activation_checkpointing:
+        enable_activation_checkpointing(model)
     forward_fn = None
     if cfg.system.compile_model:
         forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)

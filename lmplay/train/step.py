@@ -68,11 +68,26 @@ def split_mini_batches(samples: list[Sample], mini_batch_size: int) -> list[list
 
 @dataclass
 class _Accumulated:
-    loss_sum: float = 0.0
-    correct: int = 0
+    """Sums over the mini-batches; `loss_sum` and `correct` stay on the device until the step
+    reads them, once, together with the gradient norm."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
     micro_steps: int = 0
     padding_tokens: int = 0
     padded_slots: int = 0
+
+
+def prepare_mini_batches(
+    samples: list[Sample], mini_batch_size: int, pack_len: int | None = None, pin: bool = False
+) -> list[Batch]:
+    """The logical batch as collated (or packed) CPU mini-batches, pinned when `pin` so that the
+    copy to a CUDA device runs asynchronously; the data prefetcher calls this ahead of the step."""
+    batches = []
+    for chunk in split_mini_batches(samples, mini_batch_size):
+        rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
+        batches.append(rows.pin_memory() if pin else rows)
+    return batches
 
 
 def accumulate_gradients(
@@ -82,25 +97,37 @@ def accumulate_gradients(
     device: torch.device,
     precision: Precision,
     pack_len: int | None = None,
+    mini_batches: list[Batch] | None = None,
 ) -> _Accumulated:
-    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`)."""
+    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`);
+    `mini_batches` are those already prepared by `prepare_mini_batches`."""
     total_loss_tokens = loss_tokens(samples)
     loss_model = as_loss_model(model)
-    acc = _Accumulated()
-    for chunk in split_mini_batches(samples, mini_batch_size):
-        rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
+    if mini_batches is None:
+        pin = device.type == "cuda"
+        mini_batches = prepare_mini_batches(samples, mini_batch_size, pack_len, pin)
+    acc = _Accumulated(
+        torch.zeros((), dtype=_sum_dtype(device), device=device),
+        torch.zeros((), dtype=torch.long, device=device),
+    )
+    for rows in mini_batches:
         mini = _to_device(rows, device)
         loss_sum, correct = token_losses(loss_model, mini, precision)
         scaled = loss_sum / total_loss_tokens
         if precision.scaler is not None:
             scaled = precision.scaler.scale(scaled)
         scaled.backward()
-        acc.loss_sum += float(loss_sum.detach())
-        acc.correct += int(correct)
+        acc.loss_sum += loss_sum.detach()
+        acc.correct += correct
         acc.micro_steps += 1
         acc.padding_tokens += mini.padding
         acc.padded_slots += mini.input_ids.numel()
     return acc
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps the summed loss as exact as the Python float it replaces; MPS has none.
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def loss_tokens(samples: list[Sample]) -> int:
@@ -119,22 +146,28 @@ def train_step(
     set_lr: Callable[[], None] | None = None,
     check_grads: bool = False,
     pack_len: int | None = None,
+    mini_batches: list[Batch] | None = None,
 ) -> StepResult:
     """A full optimizer step. The optimizer is not stepped when the loss is not finite.
 
     With `pack_len`, short samples of a mini-batch share rows of that many tokens (the model
     must take `positions` and `segments`); the loss is the same, the padding less.
+    `mini_batches`: `samples` already split by `prepare_mini_batches` (with the same options).
+    The host waits for the device once: to read the loss, correct count and gradient norm.
     """
     optimizer.zero_grad(set_to_none=True)
-    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len)
+    acc = accumulate_gradients(
+        model, samples, mini_batch_size, device, precision, pack_len, mini_batches
+    )
     model = plain_model(model)
     total = loss_tokens(samples)
-    loss = acc.loss_sum / total
     if precision.scaler is not None:
         precision.scaler.unscale_(optimizer)
     parameters = [p for p in model.parameters() if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm)) if parameters else 0.0
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm) if parameters else None
+    loss_sum, correct, grad_norm = _read_once(acc, norm)
+    loss = loss_sum / total
     if math.isfinite(loss):
         if set_lr is not None:
             set_lr()
@@ -147,7 +180,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     return StepResult(
         loss=loss,
-        accuracy=acc.correct / total,
+        accuracy=correct / total,
         loss_tokens=total,
         tokens=sum(sample.num_tokens - 1 for sample in samples),
         padding_tokens=acc.padding_tokens,
@@ -167,15 +200,29 @@ def evaluate(
     precision: Precision,
 ) -> tuple[float, float, int]:
     """Per-token mean loss and accuracy over `samples`: (loss, accuracy, loss_tokens)."""
-    loss_total, correct_total, tokens = 0.0, 0, 0
     loss_model = as_loss_model(model)
+    acc = _Accumulated(
+        torch.zeros((), dtype=_sum_dtype(device), device=device),
+        torch.zeros((), dtype=torch.long, device=device),
+    )
     for chunk in split_mini_batches(samples, batch_size):
         mini = _to_device(collate(chunk), device)
         loss_sum, correct = token_losses(loss_model, mini, precision)
-        loss_total += float(loss_sum)
-        correct_total += int(correct)
-        tokens += mini.loss_tokens
+        acc.loss_sum += loss_sum
+        acc.correct += correct
+    tokens = loss_tokens(samples)
+    loss_total, correct_total, _ = _read_once(acc, None)
     return loss_total / tokens, correct_total / tokens, tokens
+
+
+def _read_once(acc: _Accumulated, grad_norm: torch.Tensor | None) -> tuple[float, int, float]:
+    """(loss sum, correct, grad norm) as Python numbers, in one device-to-host copy."""
+    dtype = acc.loss_sum.dtype  # float64, or float32 on MPS: counts stay exact up to 2**24
+    values = [acc.loss_sum, acc.correct.to(dtype)]
+    if grad_norm is not None:
+        values.append(grad_norm.detach().to(dtype))
+    read = torch.stack(values).tolist()
+    return read[0], int(read[1]), read[2] if grad_norm is not None else 0.0
 
 
 def parameters_without_grad(model: nn.Module) -> list[str]:
@@ -184,4 +231,7 @@ def parameters_without_grad(model: nn.Module) -> list[str]:
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return batch if batch.input_ids.device == device else batch.to(device)
+    if batch.input_ids.device == device:
+        return batch
+    # From pinned memory the copy is asynchronous: the host goes on queueing kernels.
+    return batch.to(device, non_blocking=batch.input_ids.is_pinned())
