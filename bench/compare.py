@@ -275,8 +275,13 @@ def bare_steps(
 
     torch.manual_seed(0)
     model = get_experiment("gpt2ish").build(model_args(shape)).to(device)
-    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def mean_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        logits = model.lm_head(model(xb))  # (B, T, V): every row's full-vocabulary logits
+        return F.cross_entropy(logits.float().view(-1, VOCAB), yb.reshape(-1))
+
+    loss_fn = torch.compile(mean_loss) if compiled else mean_loss
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
     dtype = torch.bfloat16 if amp else None
     times = []
@@ -285,8 +290,7 @@ def bare_steps(
         for start in range(0, shape.rows, shape.mini_rows):
             xb, yb = x[start : start + shape.mini_rows], y[start : start + shape.mini_rows]
             with torch.autocast(device.type, dtype=dtype, enabled=amp):
-                logits = model.lm_head(forward(xb))  # (B, T, V)
-                loss = F.cross_entropy(logits.float().view(-1, VOCAB), yb.reshape(-1))
+                loss = loss_fn(xb, yb)
             (loss * xb.size(0) / shape.rows).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
