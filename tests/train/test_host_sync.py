@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 from test_step import CPU, ragged_samples, tiny_model
 
+import lmplay
 from lmplay.train.optim import build_optimizer
 from lmplay.train.step import Precision, evaluate, prepare_mini_batches, train_step
 
@@ -69,9 +73,14 @@ def test_cuda_step_syncs_only_to_read_its_result() -> None:
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
-        with pytest.warns(UserWarning) as caught:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             train_step(model, optimizer, samples, mini_batches=mini_batches, **step)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchronizing" in str(w.message)]
-    assert len(syncs) == 1, [str(w.message) for w in syncs]
+    # Kernels may synchronize inside torch (embedding backward does on some versions); what
+    # lmplay's own code asks for is one read per step, in step.py.
+    package = Path(lmplay.__file__).resolve().parent
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    ours = [w for w in syncs if package in Path(w.filename).resolve().parents]
+    assert [Path(w.filename).name for w in ours] == ["step.py"], [str(w.message) for w in ours]
