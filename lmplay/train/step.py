@@ -77,6 +77,15 @@ class _Accumulated:
     padding_tokens: int = 0
     padded_slots: int = 0
 
+    @classmethod
+    def zeros(cls, device: torch.device) -> _Accumulated:
+        # float64 keeps the summed loss as exact as the Python float it replaced; MPS has none.
+        sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+        return cls(
+            torch.zeros((), dtype=sum_dtype, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
+        )
+
 
 def prepare_mini_batches(
     samples: list[Sample], mini_batch_size: int, pack_len: int | None = None, pin: bool = False
@@ -106,10 +115,7 @@ def accumulate_gradients(
     if mini_batches is None:
         pin = device.type == "cuda"
         mini_batches = prepare_mini_batches(samples, mini_batch_size, pack_len, pin)
-    acc = _Accumulated(
-        torch.zeros((), dtype=_sum_dtype(device), device=device),
-        torch.zeros((), dtype=torch.long, device=device),
-    )
+    acc = _Accumulated.zeros(device)
     for rows in mini_batches:
         mini = _to_device(rows, device)
         loss_sum, correct = token_losses(loss_model, mini, precision)
@@ -123,11 +129,6 @@ def accumulate_gradients(
         acc.padding_tokens += mini.padding
         acc.padded_slots += mini.input_ids.numel()
     return acc
-
-
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    # float64 keeps the summed loss as exact as the Python float it replaces; MPS has none.
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def loss_tokens(samples: list[Sample]) -> int:
@@ -201,10 +202,7 @@ def evaluate(
 ) -> tuple[float, float, int]:
     """Per-token mean loss and accuracy over `samples`: (loss, accuracy, loss_tokens)."""
     loss_model = as_loss_model(model)
-    acc = _Accumulated(
-        torch.zeros((), dtype=_sum_dtype(device), device=device),
-        torch.zeros((), dtype=torch.long, device=device),
-    )
+    acc = _Accumulated.zeros(device)
     for chunk in split_mini_batches(samples, batch_size):
         mini = _to_device(collate(chunk), device)
         loss_sum, correct = token_losses(loss_model, mini, precision)
