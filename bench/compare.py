@@ -381,7 +381,7 @@ def step_memory(args: argparse.Namespace) -> None:
             for line in out.stderr.splitlines()
             if "Maximum resident set size" in line
         )
-        print(f"{name:<32} peak RSS {kb / 2**20:.2f} GB  load {os.getloadavg()[0]:.2f}")
+        print(f"{name:<36} peak RSS {kb / 2**20:.2f} GiB  load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
