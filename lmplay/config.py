@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ class DataConfig:
         "on resume, accept these settings differing from the checkpoint's, comma-separated: "
         "seed, dropout, batch-size, no-packing, data (the datasets' file contents)"
     )
+    data_workers: int | None = _flag(
+        "processes that tokenize a dataset (default: the CPU cores available to this process)"
+    )
+
+    def workers(self) -> int:
+        return self.data_workers or len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -197,6 +204,14 @@ class SystemConfig:
     describe: bool = _flag(
         "print the architecture, parameter counts and weight-decay groups, then exit", False
     )
+    activation_checkpointing: bool = _flag(
+        "recompute each block in backward instead of keeping its activations (less memory, "
+        "about a third more compute)",
+        False,
+    )
+    peak_tflops: float | None = _flag(
+        "device peak TFLOP/s for MFU (default: a table of common GPUs; none on a CPU)"
+    )
     check_grads: bool = _flag("warn about trainable parameters that get no gradient", False)
     default_freeze: bool = _flag("freeze every parameter not marked `freeze = False`", False)
     save_datasets: bool = _flag(
@@ -266,6 +281,7 @@ class RunConfig:
             "--max-epochs": self.stop.max_epochs,
             "--generate-every": self.samples.generate_every,
             "--generate-tokens": self.samples.generate_tokens,
+            "--data-workers": self.data.data_workers,
         }
         for flag, value in positive.items():
             if value is not None and value <= 0:
@@ -291,6 +307,9 @@ class RunConfig:
         for flag, value in non_negative.items():
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise UsageError(f"{flag} {value} must be a finite number >= 0")
+        peak = self.system.peak_tflops
+        if peak is not None and not (peak > 0 and math.isfinite(peak)):
+            raise UsageError(f"--peak-tflops {peak} must be a finite number > 0")
         if self.optim.lr == 0:
             raise UsageError("--lr 0 must be greater than 0")
         if not 0 < self.optim.optimizer_warmup_fraction <= 1:

@@ -6,6 +6,7 @@ Reads `*.stats.jsonl` (and the `*.stats.json` files of older lmplay versions).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, values = parse_flags(build_parser(), PLOT_SECTIONS, argv)
         cfg = PlotConfig(**values["plot"])
-        # Every PlotConfig field but the output folder is a PlotOptions field of the same name.
-        options = PlotOptions(**{k: v for k, v in values["plot"].items() if k != "out_dir"})
+        # What the line plots draw; the output folder and the seed-group options are used here.
+        drawn = {f.name for f in dataclasses.fields(PlotOptions)}
+        options = PlotOptions(**{k: v for k, v in values["plot"].items() if k in drawn})
         runs = load_runs(args.locations)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,16 +62,23 @@ class Batch:
     def packed(self) -> bool:
         return self.segments is not None
 
-    def to(self, device: torch.device) -> Batch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked memory, which a CUDA device reads asynchronously."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, move: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        def maybe(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else move(t)
 
         return Batch(
-            self.input_ids.to(device),
-            self.targets.to(device),
+            move(self.input_ids),
+            move(self.targets),
             self.samples,
-            move(self.positions),
-            move(self.segments),
+            maybe(self.positions),
+            maybe(self.segments),
         )
 
     @property
@@ -265,14 +272,7 @@ class StageBatcher:
         return self._pieces[1]
 
     def state_dict(self) -> dict[str, Any]:
-        counters = self.cursor.counters
-        return {
-            "version": BATCHER_STATE_VERSION,
-            "epoch": self.cursor.epoch,
-            "position": self.cursor.position,
-            "piece": self.cursor.piece,
-            "counters": dict(counters.__dict__),
-        }
+        return cursor_state(self.cursor)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_batcher_state(state)
@@ -302,6 +302,17 @@ def check_batcher_state(state: Any) -> None:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def cursor_state(cursor: _Cursor) -> dict[str, Any]:
+    """A batcher's saved state: where its cursor is, and its counters."""
+    return {
+        "version": BATCHER_STATE_VERSION,
+        "epoch": cursor.epoch,
+        "position": cursor.position,
+        "piece": cursor.piece,
+        "counters": dict(cursor.counters.__dict__),
+    }
 
 
 def validation_samples(documents: Documents, *, count: int, context_len: int) -> list[Sample]:

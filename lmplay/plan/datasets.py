@@ -20,6 +20,9 @@ from lmplay.data.sources import SourceSpec, load_source
 from lmplay.plan.format import DatasetDef, StageDef, TrainingPlan
 from lmplay.plan.saving import saved_copy_source, validation_source
 
+# Below this many rows per process, a process pool costs more than it saves.
+MIN_ROWS_PER_WORKER = 2000
+
 
 @dataclass(frozen=True)
 class SplitDataset:
@@ -28,8 +31,11 @@ class SplitDataset:
 
 
 class PlanData:
-    def __init__(self, plan: TrainingPlan) -> None:
+    """A plan's tokenized datasets; `num_proc` processes tokenize a dataset large enough."""
+
+    def __init__(self, plan: TrainingPlan, num_proc: int = 1) -> None:
         self.plan = plan
+        self.num_proc = num_proc
         self._splits: dict[str, SplitDataset] = {}
 
     def split(self, name: str) -> SplitDataset:
@@ -50,10 +56,9 @@ class PlanData:
 
     def _prepare(self, dataset: DatasetDef) -> SplitDataset:
         train_prompt = dataset.source.train_prompt
-        rows = tokenize_documents(load_rows(dataset.source), train_prompt=train_prompt)
+        rows = self._tokenize(load_rows(dataset.source), train_prompt)
         if dataset.validation_split:
-            held_out_rows = load_rows(validation_source(dataset))
-            held_out = tokenize_documents(held_out_rows, train_prompt=train_prompt)
+            held_out = self._tokenize(load_rows(validation_source(dataset)), train_prompt)
             return SplitDataset(rows, held_out)
         count = held_out_count(len(rows), dataset.validation_fraction)
         if count == 0:
@@ -62,6 +67,19 @@ class PlanData:
         held_out_rows = np.sort(order[:count])
         train_rows = np.sort(order[count:])
         return SplitDataset(rows.select(train_rows), rows.select(held_out_rows))
+
+    def _tokenize(self, rows: object, train_prompt: bool) -> object:
+        workers = tokenize_workers(len(rows), self.num_proc)
+        return tokenize_documents(rows, train_prompt=train_prompt, num_proc=workers)
+
+
+def tokenize_workers(rows: int, num_proc: int) -> int | None:
+    """Processes for `rows` rows: starting one costs about as much as tokenizing a few thousand
+    short rows, so small datasets stay in this process (None). The result is the same either
+    way; the Arrow cache is kept per worker count, so a rerun with another count tokenizes again.
+    """
+    workers = min(num_proc, rows // MIN_ROWS_PER_WORKER)
+    return workers if workers > 1 else None
 
 
 def load_rows(spec: SourceSpec) -> object:

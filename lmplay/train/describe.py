@@ -17,7 +17,8 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         f"exp {s.exp}: {experiment.description}",
         f"  {args.num_blocks} blocks, embed {args.embed_dim}, {args.num_heads} heads, "
         f"context {args.context_len}; {params:,} parameters ({trainable:,} trainable)",
-        f"  device {s.device}, {precision}{', compiled' if s.cfg.system.compile_model else ''}; "
+        f"  device {s.device}, {precision}{', compiled' if s.cfg.system.compile_model else ''}"
+        f"{', activation checkpointing' if s.cfg.system.activation_checkpointing else ''}; "
         f"batch {s.cfg.batch.batch_size} in mini-batches of {s.cfg.batch.mini_batch()}"
         f"{' (short samples packed)' if s.pack_len else ''}; "
         f"{s.cfg.optim.optimizer} lr {s.cfg.optim.lr:g}",

@@ -25,9 +25,11 @@ from torch import Tensor, nn
 
 IGNORE_INDEX = -100  # the target of positions that carry no loss (as in lmplay.data.batcher)
 
-# 8,192 positions x 50,257 float32 logits is 1.6 GB; at 2,048 one chunk's logits and their
-# gradient take 0.8 GB, and the matmuls are still large enough to run at full speed.
-DEFAULT_CHUNK_SIZE = 2048
+# 8,192 positions x 50,257 float32 logits is 1.6 GB. At 1,024 one chunk's logits (their gradient
+# reuses them; logsumexp needs one temporary of their size) take 0.4 GB: one gpt2ish step at
+# 16 x 1,024 tokens peaks at 2.3 GiB instead of 2.8 at 2,048 (bench/compare.py --step-memory),
+# and the matmuls, 1,024 x embed_dim x vocabulary, are still large enough to run at full speed.
+DEFAULT_CHUNK_SIZE = 1024
 
 
 @dataclass(frozen=True)

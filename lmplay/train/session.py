@@ -39,6 +39,7 @@ from lmplay.train.distributed import (
 )
 from lmplay.train.fingerprint import allowed_changes, check_resume, dataset_fingerprints
 from lmplay.train.loss import LossModel
+from lmplay.train.memory import enable_activation_checkpointing
 from lmplay.train.optim import DecayGroups, build_optimizer
 from lmplay.train.preflight import check_device, check_fits_in_memory
 from lmplay.train.runner import RunnerState
@@ -182,6 +183,8 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     _apply_freezing(model, cfg.system.default_freeze)
     model.to(device)
     seed_rank(world, cfg.data.seed)
+    if cfg.system.activation_checkpointing:
+        enable_activation_checkpointing(model)
     forward_fn = None
     if cfg.system.compile_model:
         forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)

@@ -75,11 +75,35 @@ def split_mini_batches(samples: list[Sample], mini_batch_size: int) -> list[list
 
 @dataclass
 class _Accumulated:
-    loss_sum: float = 0.0
-    correct: int = 0
+    """Sums over the mini-batches; `loss_sum` and `correct` stay on the device until the step
+    reads them, once, together with the gradient norm."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
     micro_steps: int = 0
     padding_tokens: int = 0
     padded_slots: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _Accumulated:
+        # float64 keeps the summed loss as exact as the Python float it replaced; MPS has none.
+        sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+        return cls(
+            torch.zeros((), dtype=sum_dtype, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
+        )
+
+
+def prepare_mini_batches(
+    samples: list[Sample], mini_batch_size: int, pack_len: int | None = None, pin: bool = False
+) -> list[Batch]:
+    """The logical batch as collated (or packed) CPU mini-batches, pinned when `pin` so that the
+    copy to a CUDA device runs asynchronously; the data prefetcher calls this ahead of the step."""
+    batches = []
+    for chunk in split_mini_batches(samples, mini_batch_size):
+        rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
+        batches.append(rows.pin_memory() if pin else rows)
+    return batches
 
 
 def accumulate_gradients(
@@ -90,21 +114,24 @@ def accumulate_gradients(
     precision: Precision,
     pack_len: int | None = None,
     world: World = SINGLE,
+    mini_batches: list[Batch] | None = None,
 ) -> _Accumulated:
-    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`).
+    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`);
+    `mini_batches` are those already prepared by `prepare_mini_batches`.
 
     With several ranks each runs its share of the mini-batches (`local_rank_share`), gradients
-    are all-reduced once, on the last micro-step, and the sums are reduced to global figures.
+    are all-reduced once, on the last micro-step; the sums stay this rank's (see `train_step`).
     """
     total_loss_tokens = loss_tokens(samples)
     loss_model = as_loss_model(model)
-    acc = _Accumulated()
-    chunks = split_mini_batches(samples, mini_batch_size)
-    share = local_rank_share(chunks, world)
+    if mini_batches is None:
+        pin = device.type == "cuda"
+        mini_batches = prepare_mini_batches(samples, mini_batch_size, pack_len, pin)
+    share = local_rank_share(mini_batches, world)
     factor = gradient_factor(world)
-    for index, (chunk, live) in enumerate(share):
+    acc = _Accumulated.zeros(device)
+    for index, (rows, live) in enumerate(share):
         with gradient_sync(model, enabled=index == len(share) - 1):
-            rows = pack(chunk, pack_len) if pack_len is not None else collate(chunk)
             mini = _to_device(rows, device)
             loss_sum, correct = token_losses(loss_model, mini, precision)
             scaled = loss_sum / total_loss_tokens
@@ -114,21 +141,12 @@ def accumulate_gradients(
                 scaled = precision.scaler.scale(scaled)
             scaled.backward()
         if live:
-            acc.loss_sum += float(loss_sum.detach())
-            acc.correct += int(correct)
+            acc.loss_sum += loss_sum.detach()
+            acc.correct += correct
             acc.padding_tokens += mini.padding
             acc.padded_slots += mini.input_ids.numel()
-    acc.micro_steps = len(chunks)  # the global count: the same at any world size
-    return _reduced(acc, world)
-
-
-def _reduced(acc: _Accumulated, world: World) -> _Accumulated:
-    if not world.distributed:
-        return acc
-    loss_sum, correct, padding, slots = world.sum(
-        [acc.loss_sum, acc.correct, acc.padding_tokens, acc.padded_slots]
-    )
-    return _Accumulated(loss_sum, round(correct), acc.micro_steps, round(padding), round(slots))
+    acc.micro_steps = len(mini_batches)  # the global count: the same at any world size
+    return acc
 
 
 def loss_tokens(samples: list[Sample]) -> int:
@@ -148,22 +166,33 @@ def train_step(
     check_grads: bool = False,
     pack_len: int | None = None,
     world: World = SINGLE,
+    mini_batches: list[Batch] | None = None,
 ) -> StepResult:
     """A full optimizer step. The optimizer is not stepped when the loss is not finite.
 
     With `pack_len`, short samples of a mini-batch share rows of that many tokens (the model
     must take `positions` and `segments`); the loss is the same, the padding less.
+    `mini_batches`: `samples` already split by `prepare_mini_batches` (with the same options).
+    The host waits for the device once: to read the loss, correct count and gradient norm.
     """
     optimizer.zero_grad(set_to_none=True)
-    acc = accumulate_gradients(model, samples, mini_batch_size, device, precision, pack_len, world)
+    acc = accumulate_gradients(
+        model, samples, mini_batch_size, device, precision, pack_len, world, mini_batches
+    )
     model = plain_model(model)
     total = loss_tokens(samples)
-    loss = acc.loss_sum / total
     if precision.scaler is not None:
         precision.scaler.unscale_(optimizer)
     parameters = [p for p in model.parameters() if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = _clip(parameters, max_norm)
+    norm = _clip(parameters, max_norm)
+    loss_sum, correct, grad_norm = _read_once(acc, norm)
+    if world.distributed:  # this rank's sums -> the global batch's (gradients already are)
+        loss_sum, correct, padding, slots = world.sum(
+            [loss_sum, correct, acc.padding_tokens, acc.padded_slots]
+        )
+        correct, acc.padding_tokens, acc.padded_slots = round(correct), round(padding), round(slots)
+    loss = loss_sum / total
     if math.isfinite(loss):
         if set_lr is not None:
             set_lr()
@@ -176,7 +205,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     return StepResult(
         loss=loss,
-        accuracy=acc.correct / total,
+        accuracy=correct / total,
         loss_tokens=total,
         tokens=sum(sample.num_tokens - 1 for sample in samples),
         padding_tokens=acc.padding_tokens,
@@ -187,12 +216,23 @@ def train_step(
     )
 
 
-def _clip(parameters: list[nn.Parameter], max_norm: float) -> float:
+def _clip(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor | None:
+    """The global gradient norm (before clipping), still on the device; None without grads."""
     if not parameters:
-        return 0.0
+        return None
     norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     # FSDP2 gradients are sharded DTensors: their norm is one too, and the whole is wanted.
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def _read_once(acc: _Accumulated, grad_norm: torch.Tensor | None) -> tuple[float, int, float]:
+    """(loss sum, correct, grad norm) as Python numbers, in one device-to-host copy."""
+    dtype = acc.loss_sum.dtype  # float64, or float32 on MPS: counts stay exact up to 2**24
+    values = [acc.loss_sum, acc.correct.to(dtype)]
+    if grad_norm is not None:
+        values.append(grad_norm.detach().to(dtype))
+    read = torch.stack(values).tolist()
+    return read[0], int(read[1]), read[2] if grad_norm is not None else 0.0
 
 
 def parameters_without_grad(model: nn.Module) -> list[str]:
@@ -201,4 +241,7 @@ def parameters_without_grad(model: nn.Module) -> list[str]:
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return batch if batch.input_ids.device == device else batch.to(device)
+    if batch.input_ids.device == device:
+        return batch
+    # From pinned memory the copy is asynchronous: the host goes on queueing kernels.
+    return batch.to(device, non_blocking=batch.input_ids.is_pinned())

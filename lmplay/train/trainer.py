@@ -12,6 +12,8 @@ from typing import Any
 from tqdm import tqdm
 
 from lmplay.data.batcher import StageBatcher, validation_samples
+from lmplay.data.prefetch import PrefetchingBatcher, PreparedBatch
+from lmplay.models import get_experiment
 from lmplay.plan.datasets import PlanData
 from lmplay.train.best import best_checkpoint_path
 from lmplay.train.checkpoint import (
@@ -21,12 +23,13 @@ from lmplay.train.checkpoint import (
     step_checkpoint_path,
 )
 from lmplay.train.distributed import AgreedStop
+from lmplay.train.mfu import mfu, peak_flops
 from lmplay.train.optim import set_lr
 from lmplay.train.sampling import generate_samples
 from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
-from lmplay.train.step import StepResult, train_step
+from lmplay.train.step import StepResult, prepare_mini_batches, train_step
 from lmplay.train.stopping import Stop
 from lmplay.train.validation import score_validation_set, validation_example
 
@@ -38,11 +41,13 @@ class TrainingDiverged(RuntimeError):
 class Trainer:
     def __init__(self, session: Session, data: PlanData | None = None) -> None:
         self.s = session
-        self.data = data or PlanData(session.plan)
-        self.batcher: StageBatcher | None = None
+        self.data = data or PlanData(session.plan, num_proc=session.cfg.data.workers())
+        self.batcher: PrefetchingBatcher | None = None
         self._validation_cache: dict[str, list] | None = None
         self._last_flush = time.monotonic()
         self._warned_missing_grads = False
+        self._flops_per_token = get_experiment(session.exp).flops_per_token(session.model_args)
+        self._peak_flops = peak_flops(session.device, session.cfg.system.peak_tflops)
 
     def fit(self) -> int:
         """Train the rest of the plan; returns the process exit code."""
@@ -62,19 +67,19 @@ class Trainer:
             stop.sync()
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
-                self.batcher = self._stage_batcher()
+                self.batcher = self._prefetching(self._stage_batcher())
                 s.stop_rules.begin_stage(s.progress.stage_index)
-                with self._progress_bar(stage.name) as bar:
+                with self._progress_bar(stage.name) as bar, self.batcher:
                     while not stop.requested and not self.max_steps_reached:
                         if s.stop_rules.stop is not None:
                             break  # a stop rule ended the stage (maybe before an interrupt)
-                        samples = self.batcher.next_batch()
-                        if samples is None:
+                        batch = self.batcher.next_batch()
+                        if batch is None:
                             break
-                        result = self._step(samples)
+                        result = self._step(batch)
                         self._record(result, stage.name, bar)
                         s.stop_rules.after_step(result.loss, self._epochs_done())
-                        self._maybe_validate_and_save(len(samples))
+                        self._maybe_validate_and_save(len(batch.samples))
                         stop.sync()
                 ended_by = s.stop_rules.stop
                 if self.batcher.finished or ended_by is not None:
@@ -97,8 +102,9 @@ class Trainer:
         max_steps = self.s.cfg.io.max_steps
         return max_steps is not None and self.s.runner.step >= max_steps
 
-    def _step(self, samples: list) -> StepResult:
+    def _step(self, batch: PreparedBatch) -> StepResult:
         s = self.s
+        samples = batch.samples
         s.train_model.train()
         lr = lr_at(s.runner.step, s.schedule)
         started = time.perf_counter()
@@ -114,6 +120,7 @@ class Trainer:
             check_grads=s.cfg.system.check_grads,
             pack_len=s.pack_len,
             world=s.world,
+            mini_batches=batch.mini_batches,
         )
         if not math.isfinite(result.loss):
             self._diverged(result)
@@ -139,6 +146,7 @@ class Trainer:
     def _record(self, result: StepResult, stage: str, bar: tqdm) -> None:
         s = self.s
         tokens_per_s = result.tokens / max(self._last_step_seconds, 1e-9)
+        utilisation = self._mfu(tokens_per_s)  # None without a known peak (a CPU)
         s.stats.add_train(
             {
                 "samples": s.runner.samples,
@@ -151,16 +159,25 @@ class Trainer:
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens_per_s,
                 **self.batcher.cursor.counters.ratios(),
+                **({} if utilisation is None else {"mfu": utilisation}),
             }
         )
         bar.set_postfix(
-            loss=f"{result.loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", tokens=f"{s.runner.tokens:,}"
+            loss=f"{result.loss:.3f}",
+            tok_s=f"{tokens_per_s:,.0f}",
+            tokens=f"{s.runner.tokens:,}",
+            **({} if utilisation is None else {"mfu": f"{utilisation:.1%}"}),
         )
         bar.n = self._documents_done()
         bar.refresh()
         if time.monotonic() - self._last_flush > 30:
             s.stats.flush()
             self._last_flush = time.monotonic()
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        if self._peak_flops is None:
+            return None
+        return mfu(self._flops_per_token, tokens_per_s, self._peak_flops)
 
     def _maybe_validate_and_save(self, batch_samples: int) -> None:
         io = self.s.cfg.io
@@ -329,6 +346,14 @@ class Trainer:
         if s.progress.batcher_state is not None:
             batcher.load_state_dict(s.progress.batcher_state)
         return batcher
+
+    def _prefetching(self, batcher: StageBatcher) -> PrefetchingBatcher:
+        """`batcher` with its next batch split into mini-batches (pinned for CUDA) ahead."""
+        s = self.s
+        mini_batch, pin = s.cfg.batch.mini_batch(), s.device.type == "cuda"
+        return PrefetchingBatcher(
+            batcher, lambda samples: prepare_mini_batches(samples, mini_batch, s.pack_len, pin)
+        )
 
     def _validation_sets(self) -> dict[str, list]:
         if self._validation_cache is None:

@@ -100,6 +100,12 @@ def test_trainer_help_shows_config_py_defaults() -> None:
 def test_plot_flags_are_plot_options_with_the_same_defaults() -> None:
     from lmplay.stats.plot import PlotOptions
 
-    flags = {f.name: f.default for f in dataclasses.fields(PlotConfig) if f.name != "out_dir"}
+    seed_groups = {"group_seeds", "band", "compare", "csv"}  # read by lmp_plotstats itself
+    flags = {
+        f.name: f.default
+        for f in dataclasses.fields(PlotConfig)
+        if f.name not in {"out_dir", *seed_groups}
+    }
     options = {f.name: f.default for f in dataclasses.fields(PlotOptions)}
     assert flags == {name: options[name] for name in flags}
+    assert not seed_groups & set(options)
