@@ -25,10 +25,10 @@ from torch import Tensor, nn
 
 IGNORE_INDEX = -100  # the target of positions that carry no loss (as in lmplay.data.batcher)
 
-# 8,192 positions x 50,257 float32 logits is 1.6 GB. At 1,024 one chunk's logits (their gradient
-# reuses them; logsumexp needs one temporary of their size) take 0.4 GB: one gpt2ish step at
-# 16 x 1,024 tokens peaks at 2.3 GiB instead of 2.8 at 2,048 (bench/compare.py --step-memory),
-# and the matmuls, 1,024 x embed_dim x vocabulary, are still large enough to run at full speed.
+# 8,192 positions x 50,257 float32 logits is 1.6 GB. At 1,024 one chunk's logits (their
+# exponentials and their gradient reuse the same storage) take 0.2 GB: one gpt2ish step at
+# 16 x 1,024 tokens peaks at 2.0 GiB of RAM (bench/compare.py --step-memory), and the matmuls,
+# 1,024 x embed_dim x vocabulary, are still large enough to run at full speed.
 DEFAULT_CHUNK_SIZE = 1024
 
 
@@ -50,29 +50,57 @@ def compute_dtype(hidden: Tensor) -> torch.dtype:
     return hidden.dtype
 
 
+class _ChunkStorage:
+    """One chunk's (n, V) tensors, allocated once per call and reused by every chunk.
+
+    A fresh 0.2 GB tensor per chunk pays its page faults again: on the CPU that took a fifth of
+    the time of the forward matmul that fills it. `low` holds the matmul's output (and later the
+    gradient cast back to the matmul dtype), `wide` the float32 (or wider) logits; they are one
+    tensor when the matmul runs in float32 already.
+    """
+
+    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> None:
+        wide = torch.promote_types(dtype, torch.float32)
+        self.low = torch.empty((rows, vocab), dtype=dtype, device=device)
+        self.wide = self.low if wide == dtype else torch.empty_like(self.low, dtype=wide)
+
+    def in_matmul_dtype(self, grad: Tensor) -> Tensor:
+        """`grad` (n, V) cast to the matmul dtype, in `low` (whose logits are consumed by now)."""
+        return grad if self.wide is self.low else self.low[: grad.size(0)].copy_(grad)
+
+
 def _chunk_scores(
-    h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, dtype: torch.dtype
+    h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, storage: _ChunkStorage
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Logits (n, V) in float32 (or wider), their logsumexp, per-position losses and argmax."""
-    logits = h.to(dtype) @ weight.t()  # (n, V)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    """exp(logits - row max) (n, V) in float32 or wider, their row sums, per-position losses
+    and argmax.
+
+    `torch.logsumexp` and `argmax` would each read the logits again (logsumexp alone took as long
+    as the forward matmul on the CPU); one `max` gives both the argmax and logsumexp's shift,
+    and the exponentials, kept in the logits' own storage, are the softmax's numerators.
+    """
+    n = h.size(0)
+    logits = torch.mm(h, weight.t(), out=storage.low[:n])  # (n, V)
+    if storage.wide is not storage.low:
+        logits = storage.wide[:n].copy_(logits)
     if bias is not None:
         logits += bias.to(logits.dtype)
-    lse = torch.logsumexp(logits, dim=-1)  # (n,)
     target_logits = logits.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
-    losses = (lse - target_logits) * (targets != IGNORE_INDEX)  # (n,), 0 where ignored
-    return logits, lse, losses, logits.argmax(dim=-1)
+    row_max, argmax = logits.max(dim=-1)  # (n,), (n,)
+    exps = logits.sub_(row_max.unsqueeze(1)).exp_()  # (n, V), overwrites the logits
+    sums = exps.sum(dim=-1)  # (n,)
+    losses = (row_max + sums.log() - target_logits) * (targets != IGNORE_INDEX)  # 0 where ignored
+    return exps, sums, losses, argmax
 
 
-def _logit_grad_(logits: Tensor, lse: Tensor, targets: Tensor) -> Tensor:
+def _logit_grad_(exps: Tensor, sums: Tensor, targets: Tensor) -> Tensor:
     """d(sum of losses)/d(logits) = softmax - one_hot(target), zero rows where ignored.
 
-    Computed in the logits' own storage, so a chunk never holds two (n, V) tensors.
+    Computed in the exponentials' own storage, so a chunk never holds two (n, V) tensors.
     """
-    valid = (targets != IGNORE_INDEX).unsqueeze(1)  # (n, 1)
-    grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax
-    grad.scatter_add_(1, targets.clamp(min=0).unsqueeze(1), -valid.to(grad.dtype))
-    return grad.mul_(valid)
+    valid = (targets != IGNORE_INDEX).to(exps.dtype)  # (n,)
+    grad = exps.mul_((valid / sums).unsqueeze(1))  # softmax, or 0 on an ignored row
+    return grad.scatter_add_(1, targets.clamp(min=0).unsqueeze(1), -valid.unsqueeze(1))
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -104,10 +132,11 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         losses, predictions = [], []
         w = weight.to(dtype)  # (V, C), cast once for every chunk
+        storage = _ChunkStorage(min(chunk_size, hidden.size(0)), w.size(0), dtype, hidden.device)
         for start in range(0, hidden.size(0), chunk_size):
             h = hidden[start : start + chunk_size].to(dtype)  # (n, C)
             t = targets[start : start + chunk_size]  # (n,)
-            logits, lse, chunk_losses, argmax = _chunk_scores(h, w, bias, t, dtype)
+            exps, sums, chunk_losses, argmax = _chunk_scores(h, w, bias, t, storage)
             loss_sum += chunk_losses.sum()
             correct += ((argmax == t) & (t != IGNORE_INDEX)).sum()
             if per_position:
@@ -115,12 +144,14 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 predictions.append(argmax)
             if not (need_hidden or need_weight or need_bias):
                 continue
-            grad = _logit_grad_(logits, lse, t)  # (n, V), float32 or wider
-            g = grad.to(dtype)
+            grad = _logit_grad_(exps, sums, t)  # (n, V), float32 or wider
+            g = storage.in_matmul_dtype(grad)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_size] = g @ w  # (n, C)
-            if grad_weight is not None:
-                grad_weight += g.t() @ h  # (V, C)
+            if grad_weight is not None and grad_weight.dtype == g.dtype:
+                grad_weight.addmm_(g.t(), h)  # (V, C), no temporary of the weight's size
+            elif grad_weight is not None:
+                grad_weight += g.t() @ h
             if grad_bias is not None:
                 grad_bias += grad.sum(0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
