@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -433,5 +435,19 @@ def hash_seed(*parts: int) -> int:
     return value
 
 
-def resume_command() -> str:
-    return " ".join(shlex.quote(arg) for arg in ["lmp_trainer", *sys.argv[1:]])
+def resume_command(environ: Mapping[str, str] = os.environ) -> str:
+    """The command that resumes this run: lmp_trainer's, or torchrun's when torchrun started it.
+
+    torchrun keeps its own flags to itself, but its environment tells how many processes each
+    node ran; a run may resume at another world size, so this is one way of several.
+    """
+    flags = " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    if "TORCHELASTIC_RUN_ID" not in environ:
+        return f"lmp_trainer {flags}".rstrip()
+    per_node = environ.get("LOCAL_WORLD_SIZE", "1")
+    if environ.get("GROUP_WORLD_SIZE", "1") == "1":
+        launcher = f"torchrun --standalone --nproc-per-node={per_node}"
+    else:  # several nodes: their rendezvous flags are theirs to repeat
+        nodes = environ["GROUP_WORLD_SIZE"]
+        launcher = f"torchrun --nnodes={nodes} --nproc-per-node={per_node} <rendezvous flags>"
+    return f"{launcher} -m lmplay.cli.trainer {flags}".rstrip()

@@ -35,7 +35,7 @@ from lmplay.train.distributed import (
     world_from_env,
 )
 from lmplay.train.session import build_session
-from lmplay.train.trainer import Trainer
+from lmplay.train.trainer import Trainer, resume_command
 
 # 8 samples in mini-batches of 3 (3 + 3 + 2): rank 0 takes two, rank 1 one and a stand-in;
 # 8 validation samples in batches of 3 split the same way.
@@ -114,6 +114,20 @@ def test_bad_flag_reported_once_before_any_process_group(
         assert err == ""
     assert not torch.distributed.is_initialized()
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_command_names_the_launcher_that_started_the_run(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["trainer", "--exp", "modern", "--out-dir", "my runs"])
+    flags = "--exp modern --out-dir 'my runs'"
+    assert resume_command({}) == f"lmp_trainer {flags}"
+    one_node = {"TORCHELASTIC_RUN_ID": "x", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "1"}
+    assert resume_command(one_node) == (
+        f"torchrun --standalone --nproc-per-node=4 -m lmplay.cli.trainer {flags}"
+    )
+    two_nodes = {**one_node, "GROUP_WORLD_SIZE": "2"}
+    assert resume_command(two_nodes) == (
+        "torchrun --nnodes=2 --nproc-per-node=4 <rendezvous flags> -m lmplay.cli.trainer " + flags
+    )
 
 
 # ---------------------------------------------------------------- real torchrun jobs
@@ -266,6 +280,7 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(
     worker_codes = re.findall(r"exitcode\s+:\s*(-?\d+)", job.output)
     assert code != 0 and sorted(worker_codes) == ["143", "143"], job.output
     assert "stopped by SIGTERM at step 2" in job.output
+    assert "resume with: torchrun --standalone --nproc-per-node=2 -m lmplay.cli." in job.output
     stopped = folder / "two" / "gpt2ish.lmp"
     assert load_checkpoint(stopped)["components"]["runner"]["state"]["step"] == 2
     assert not list((folder / "two").glob("*.tmp*"))
