@@ -16,6 +16,7 @@ forward) and that DistributedDataParallel can wrap, so the whole forward and los
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,14 +56,18 @@ class _ChunkStorage:
 
     A fresh 0.2 GB tensor per chunk pays its page faults again: on the CPU that took a fifth of
     the time of the forward matmul that fills it. `low` holds the matmul's output (and later the
-    gradient cast back to the matmul dtype), `wide` the float32 (or wider) logits; they are one
-    tensor when the matmul runs in float32 already.
+    gradient in the matmul dtype), `wide` the float32 (or wider) logits; they are one tensor when
+    the matmul runs in float32 already, or when the compiled scores read `low` directly.
     """
 
-    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> None:
-        wide = torch.promote_types(dtype, torch.float32)
+    def __init__(
+        self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device, *, wide: bool
+    ) -> None:
+        wide_dtype = torch.promote_types(dtype, torch.float32)
         self.low = torch.empty((rows, vocab), dtype=dtype, device=device)
-        self.wide = self.low if wide == dtype else torch.empty_like(self.low, dtype=wide)
+        self.wide = self.low
+        if wide and wide_dtype != dtype:
+            self.wide = torch.empty_like(self.low, dtype=wide_dtype)
 
     def in_matmul_dtype(self, grad: Tensor) -> Tensor:
         """`grad` (n, V) cast to the matmul dtype, in `low` (whose logits are consumed by now)."""
@@ -103,6 +108,38 @@ def _logit_grad_(exps: Tensor, sums: Tensor, targets: Tensor) -> Tensor:
     return grad.scatter_add_(1, targets.clamp(min=0).unsqueeze(1), -valid.unsqueeze(1))
 
 
+def _scores_in_place(
+    logits: Tensor, bias: Tensor | None, targets: Tensor, want_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-position losses and argmax of `logits` (n, V); with `want_grad`, `logits` is then
+    overwritten with d(sum of losses)/d(logits) in its own dtype.
+
+    The same values as `_chunk_scores` and `_logit_grad_`, written for `torch.compile`: it fuses
+    them into a row reduction and one elementwise pass that reads the matmul's output, computes
+    in float32 and writes the gradient back where the logits were. Eager, this would hold three
+    float32 temporaries of the logits' size.
+    """
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if bias is not None:
+        x = x + bias.to(x.dtype)
+    row_max, argmax = x.max(dim=-1)
+    shifted = x - row_max.unsqueeze(1)
+    sums = shifted.exp().sum(dim=-1)
+    valid = targets != IGNORE_INDEX
+    target_logits = x.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)
+    losses = (row_max + sums.log() - target_logits) * valid
+    if want_grad:
+        one_hot = torch.arange(x.size(1), device=x.device).unsqueeze(0) == targets.unsqueeze(1)
+        softmax = shifted.exp() * (valid / sums).unsqueeze(1)  # 0 on an ignored row
+        logits.copy_(softmax - one_hot.to(x.dtype))  # an ignored target (-100) matches no column
+    return losses, argmax
+
+
+@functools.cache
+def _compiled_scores() -> Callable[..., tuple[Tensor, Tensor]]:
+    return torch.compile(_scores_in_place)
+
+
 class _ChunkedHeadLoss(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T (+ bias)`; see `chunked_head_loss`."""
 
@@ -117,6 +154,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         dtype: torch.dtype,
         per_position: bool,
         grad_enabled: bool,
+        compiled: bool,
     ) -> tuple[Tensor, ...]:
         # Forward runs with grad mode off, so whether the caller records a graph comes in as
         # `grad_enabled`: under no_grad (validation) no gradient is computed at all.
@@ -132,20 +170,28 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         losses, predictions = [], []
         w = weight.to(dtype)  # (V, C), cast once for every chunk
-        storage = _ChunkStorage(min(chunk_size, hidden.size(0)), w.size(0), dtype, hidden.device)
+        rows = min(chunk_size, hidden.size(0))
+        storage = _ChunkStorage(rows, w.size(0), dtype, hidden.device, wide=not compiled)
+        want_grad = need_hidden or need_weight or need_bias
         for start in range(0, hidden.size(0), chunk_size):
             h = hidden[start : start + chunk_size].to(dtype)  # (n, C)
             t = targets[start : start + chunk_size]  # (n,)
-            exps, sums, chunk_losses, argmax = _chunk_scores(h, w, bias, t, storage)
+            if compiled:
+                logits = torch.mm(h, w.t(), out=storage.low[: h.size(0)])  # (n, V)
+                chunk_losses, argmax = _compiled_scores()(logits, bias, t, want_grad)
+                g = grad = logits  # the gradient, in the matmul dtype
+            else:
+                exps, sums, chunk_losses, argmax = _chunk_scores(h, w, bias, t, storage)
             loss_sum += chunk_losses.sum()
             correct += ((argmax == t) & (t != IGNORE_INDEX)).sum()
             if per_position:
                 losses.append(chunk_losses.float())
                 predictions.append(argmax)
-            if not (need_hidden or need_weight or need_bias):
+            if not want_grad:
                 continue
-            grad = _logit_grad_(exps, sums, t)  # (n, V), float32 or wider
-            g = storage.in_matmul_dtype(grad)
+            if not compiled:
+                grad = _logit_grad_(exps, sums, t)  # (n, V), float32 or wider
+                g = storage.in_matmul_dtype(grad)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_size] = g @ w  # (n, C)
             if grad_weight is not None and grad_weight.dtype == g.dtype:
@@ -153,7 +199,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             elif grad_weight is not None:
                 grad_weight += g.t() @ h
             if grad_bias is not None:
-                grad_bias += grad.sum(0)
+                grad_bias += grad.sum(0, dtype=accumulate)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(correct)
@@ -180,6 +226,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -190,13 +237,16 @@ def chunked_head_loss(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     per_position: bool = False,
+    compiled: bool = False,
 ) -> HeadLoss:
     """Summed cross-entropy and correct count of `head(hidden)` against `targets`.
 
     hidden (B, T, C) and targets (B, T), IGNORE_INDEX where a position carries no loss. At most
     `chunk_size` positions' logits exist at once. Matmuls run in autocast's dtype when autocast
     is on (else the hidden states' dtype), logits and softmax in float32 or wider. With
-    `per_position`, also each position's loss and argmax (shaped like `targets`).
+    `per_position`, also each position's loss and argmax (shaped like `targets`). `compiled`
+    computes each chunk's scores and gradient with a `torch.compile`d function (the same values,
+    in fewer passes over the logits; it compiles on first use).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -212,6 +262,7 @@ def chunked_head_loss(
             dtype,
             per_position,
             torch.is_grad_enabled(),
+            compiled,
         )
     if not per_position:
         return HeadLoss(out[0], out[1])
@@ -223,6 +274,7 @@ class LossModel(nn.Module):
 
     `forward_fn` replaces the model's forward for this call path (a `torch.compile`d forward);
     `model` keeps its own forward for generation and for checkpoints with plain weights.
+    `compiled_head` computes the head's scores with `torch.compile` too (see chunked_head_loss).
     """
 
     def __init__(
@@ -231,10 +283,12 @@ class LossModel(nn.Module):
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         forward_fn: Callable[..., Tensor] | None = None,
+        compiled_head: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.compiled_head = compiled_head
         self._forward_fn = forward_fn
 
     def hidden_states(
@@ -253,14 +307,25 @@ class LossModel(nn.Module):
         segments: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         hidden = self.hidden_states(input_ids, positions, segments)
-        out = chunked_head_loss(hidden, self.model.lm_head, targets, chunk_size=self.chunk_size)
+        out = chunked_head_loss(
+            hidden,
+            self.model.lm_head,
+            targets,
+            chunk_size=self.chunk_size,
+            compiled=self.compiled_head,
+        )
         return out.loss_sum, out.correct
 
     def scores(self, input_ids: Tensor, targets: Tensor) -> HeadLoss:
         """Loss, correct count, and per-position losses and argmax (for validation)."""
         hidden = self.hidden_states(input_ids)
         return chunked_head_loss(
-            hidden, self.model.lm_head, targets, chunk_size=self.chunk_size, per_position=True
+            hidden,
+            self.model.lm_head,
+            targets,
+            chunk_size=self.chunk_size,
+            per_position=True,
+            compiled=self.compiled_head,
         )
 
 

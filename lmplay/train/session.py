@@ -189,7 +189,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     if cfg.system.compile_model:
         forward_fn = torch.compile(model.forward, mode=cfg.system.compile_mode)
     # Wrapped (DDP) or sharded (FSDP) before the optimizer is built: FSDP replaces parameters.
-    loss_model = LossModel(model, forward_fn=forward_fn)
+    loss_model = LossModel(model, forward_fn=forward_fn, compiled_head=cfg.system.compile_model)
     train_model = parallelize(loss_model, world, device, precision.dtype)
 
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)

@@ -82,6 +82,29 @@ def test_per_position_losses_and_predictions_equal_the_full_logits() -> None:
     assert (got.losses[targets == IGNORE_INDEX] == 0).all()
 
 
+@pytest.mark.slow  # torch.compile: seconds on the CPU
+def test_compiled_scores_equal_the_unchunked_path() -> None:
+    """--compile-model's head: the same loss, count, gradients and per-position scores."""
+    hidden, head, targets = hidden_head_targets(seed=5, bias=True)
+    params = [hidden, *head.parameters()]
+    want_loss, want_correct, logits = reference(hidden, head, targets)
+    got = chunked_head_loss(hidden, head, targets, chunk_size=7, compiled=True)  # 8 x 7 + 4
+    torch.testing.assert_close(got.loss_sum, want_loss, rtol=1e-12, atol=0)
+    assert int(got.correct) == int(want_correct) > 0
+    want_grads = grads_of(want_loss, *params)
+    for got_grad, want_grad in zip(grads_of(got.loss_sum, *params), want_grads, strict=True):
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        scores = chunked_head_loss(
+            hidden, head, targets, chunk_size=7, per_position=True, compiled=True
+        )
+    want = F.cross_entropy(
+        logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    torch.testing.assert_close(scores.losses, want.float(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(scores.predictions, logits.argmax(-1))
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the most elements any tensor produced by an operator had."""
 
