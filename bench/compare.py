@@ -44,6 +44,7 @@ PRESETS = {
 }
 VOCAB = 50257
 LR, WEIGHT_DECAY, GRAD_CLIP = 3e-4, 0.01, 1.0
+VARIANTS = ("eager", "amp", "compile", "amp+compile")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also the torch.compile variants")
     parser.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast variants")
     parser.add_argument("--only", nargs="*", default=["lmplay", "bare", "hf"])
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        choices=VARIANTS,
+        help="these variants only, e.g. amp+compile for more rounds of the best settings "
+        "(default: eager and amp, plus compile and amp+compile with --compile)",
+    )
     parser.add_argument("--peak-tflops", type=float, help="peak for MFU (default: GPU table)")
     parser.add_argument("--step-memory", action="store_true", help="peak RAM of one step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -93,6 +101,7 @@ def compare(shape: Shape, args: argparse.Namespace) -> None:
     variants = ["eager", *([] if args.no_amp else ["amp"]), *(["compile"] if args.compile else [])]
     if args.compile and not args.no_amp:
         variants.append("amp+compile")
+    variants = args.variants or variants
     configs = [f"{kind}:{variant}" for variant in variants for kind in args.only]
     results: dict[str, list[dict]] = {config: [] for config in configs}
     loads = [os.getloadavg()[0]]
