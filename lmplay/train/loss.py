@@ -200,7 +200,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 grad_weight += g.t() @ h
             if grad_bias is not None:
                 grad_bias += grad.sum(0, dtype=accumulate)
-        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        # Not inputs or outputs, so kept on ctx rather than saved: backward scales them in place
+        # (a second backward through the same graph is refused instead of reusing them).
+        ctx.grads = (grad_hidden, grad_weight, grad_bias)
         ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(correct)
         if not per_position:
@@ -211,11 +213,16 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        if ctx.grads is None:
+            raise RuntimeError("the chunked head loss supports one backward pass per forward")
+        grad_hidden, grad_weight, grad_bias = ctx.grads
+        ctx.grads = None  # freed once used
         hidden_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
 
         def scaled(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
-            return None if grad is None else (grad * grad_loss).to(dtype)
+            # In place: these buffers belong to this call alone, and a copy of the weight's size
+            # would be allocated (and page-faulted) again for every mini-batch.
+            return None if grad is None else grad.mul_(grad_loss).to(dtype)
 
         return (
             scaled(grad_hidden, hidden_dtype),

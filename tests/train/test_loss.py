@@ -69,6 +69,16 @@ def test_backward_scales_by_the_incoming_gradient() -> None:
     torch.testing.assert_close(scaled[0], plain[0] / 37, rtol=1e-12, atol=0)
 
 
+def test_a_second_backward_through_the_same_forward_is_refused() -> None:
+    """Backward scales the gradients kept by forward in place, so it cannot run twice."""
+    hidden, head, targets = hidden_head_targets(seed=6)
+    loss = chunked_head_loss(hidden, head, targets, chunk_size=8).loss_sum
+    first = torch.autograd.grad(loss, hidden, retain_graph=True)[0]
+    assert first.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="one backward pass per forward"):
+        torch.autograd.grad(loss, hidden)
+
+
 def test_per_position_losses_and_predictions_equal_the_full_logits() -> None:
     hidden, head, targets = hidden_head_targets(seed=2)
     _, _, logits = reference(hidden, head, targets)
