@@ -28,7 +28,7 @@ IGNORE_INDEX = -100  # the target of positions that carry no loss (as in lmplay.
 
 # 8,192 positions x 50,257 float32 logits is 1.6 GB. At 1,024 one chunk's logits (their
 # exponentials and their gradient reuse the same storage) take 0.2 GB: one gpt2ish step at
-# 16 x 1,024 tokens peaks at 2.0 GiB of RAM (bench/compare.py --step-memory), and the matmuls,
+# 16 x 1,024 tokens peaks at 1.9 GiB of RAM (bench/compare.py --step-memory), and the matmuls,
 # 1,024 x embed_dim x vocabulary, are still large enough to run at full speed.
 DEFAULT_CHUNK_SIZE = 1024
 
