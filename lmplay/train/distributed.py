@@ -385,9 +385,9 @@ class AgreedStop:
 
     @property
     def exit_code(self) -> int:
-        from lmplay.train.signals import EXIT_CODES
+        from lmplay.train.signals import exit_code_of
 
-        return EXIT_CODES.get(self.signal, 1) if self.signal is not None else 0
+        return exit_code_of(self.signal)
 
     def sync(self) -> None:
         """A collective in a distributed run: every rank calls it at the same point."""

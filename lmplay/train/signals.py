@@ -19,6 +19,11 @@ from types import FrameType, TracebackType
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+def exit_code_of(stop_signal: signal.Signals | None) -> int:
+    """The exit code of a run stopped by `stop_signal` (0 when no signal stopped it)."""
+    return EXIT_CODES.get(stop_signal, 1) if stop_signal is not None else 0
+
+
 class StopRequest:
     """Context manager installing the handlers; restores the previous ones on exit."""
 
@@ -32,7 +37,7 @@ class StopRequest:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signal, 1) if self.signal is not None else 0
+        return exit_code_of(self.signal)
 
     def __enter__(self) -> StopRequest:
         for signum in EXIT_CODES:
