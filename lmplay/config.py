@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmplay.errors import UsageError
+from lmplay.run_files import CHECKPOINT_SUFFIX, RunFiles
 
 DEFAULT_OUT_DIR = "out_gpt"
 OPTIMIZER_NAMES = ("adamw", "adam", "adagrad", "sgd", "rmsprop")
@@ -337,6 +338,7 @@ class RunConfig:
             raise UsageError("--initial-model must differ from --model (it is never written)")
         _check_ranges(self)
         _check_combinations(self)
+        self.run_files()  # a --model name that cannot name a run's files
 
     def out_dir(self) -> Path:
         if self.io.out_dir is not None:
@@ -361,16 +363,23 @@ class RunConfig:
         if not 0 <= lora.lora_dropout < 1:
             raise UsageError(f"--lora-dropout {lora.lora_dropout} must be in [0, 1)")
 
-    def model_path(self) -> Path:
+    def run_files(self) -> RunFiles:
+        """Every file the run writes, named from its checkpoint (`--model`, else
+        `OUT_DIR/EXP.lmp`); UsageError for a checkpoint name that cannot name a run."""
         if self.io.model:
-            return Path(self.io.model)
-        return self.out_dir() / f"{exp_file_stem(self.model.exp)}.lmp"
+            return RunFiles.for_checkpoint(self.io.model, "--model")
+        default = self.out_dir() / f"{exp_file_stem(self.model.exp)}{CHECKPOINT_SUFFIX}"
+        return RunFiles.for_checkpoint(default, "--exp")
+
+    def model_path(self) -> Path:
+        return self.run_files().checkpoint
 
     def run_name(self) -> str:
         return self.io.run_name or self.model_path().stem
 
     def stats_path(self) -> Path:
-        return self.out_dir() / f"{self.model_path().stem}.stats.jsonl"
+        """Beside the checkpoint, whatever --out-dir says: the stats belong to the run."""
+        return self.run_files().stats
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

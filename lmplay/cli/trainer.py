@@ -112,8 +112,9 @@ def run(cfg: RunConfig) -> int:
     from lmplay.train.preflight import check_run_outputs
 
     # Before the heavy imports, so that a second run on the same checkpoint is refused at once.
-    check_run_outputs(cfg.model_path(), cfg.stats_path(), _model_flag(cfg))
-    with run_lock(cfg.model_path()):
+    files = cfg.run_files()
+    check_run_outputs(files, _model_flag(cfg))
+    with run_lock(files):
         return _train(cfg)
 
 
@@ -137,17 +138,14 @@ def _train(cfg: RunConfig) -> int:
         save_plan_datasets(plan)
         return 0
     from lmplay.train import distributed
-    from lmplay.train.checkpoint import last_good_path, stage_checkpoint_path, step_checkpoint_path
     from lmplay.train.preflight import check_device, check_run_outputs
     from lmplay.train.session import resolve_device
 
     if cfg.system.device != "auto":
         check_device(cfg.system.device)
     if not cfg.system.describe and _is_main_rank():
-        model = cfg.model_path()
-        written = [last_good_path(model), step_checkpoint_path(model, 0)]
-        written += [stage_checkpoint_path(model, stage.name) for stage in plan.stages]
-        check_run_outputs(model, cfg.stats_path(), _model_flag(cfg), written)
+        stages = [stage.name for stage in plan.stages]
+        check_run_outputs(cfg.run_files(), _model_flag(cfg), stages)
     # The flags and the plan are valid: only now the ranks of a torchrun job meet.
     world = distributed.world_from_env(cfg.system.parallel)
     distributed.start(world, resolve_device(cfg.system.device))

@@ -9,7 +9,6 @@ run starts ranking afresh, since losses of two sets do not compare.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from lmplay.config import StopConfig
@@ -17,11 +16,6 @@ from lmplay.errors import UsageError
 from lmplay.plan.format import TrainingPlan
 
 STATE_VERSION = 1
-
-
-def best_checkpoint_path(path: Path) -> Path:
-    """`out/gpt2ish.lmp` -> `out/gpt2ish.best.lmp`."""
-    return path.with_name(f"{path.stem}.best{path.suffix}")
 
 
 def best_set_name(plan: TrainingPlan, flags: StopConfig) -> str | None:

@@ -188,20 +188,6 @@ def _check_archive(path: Path) -> None:
         raise ValueError(f"CRC mismatch in {damaged}")
 
 
-def stage_checkpoint_path(path: Path, stage: str) -> Path:
-    """`out/gpt2ish.lmp` + stage `wiki` -> `out/gpt2ish.wiki.lmp`."""
-    return path.with_name(f"{path.stem}.{stage}{path.suffix}")
-
-
-def step_checkpoint_path(path: Path, step: int) -> Path:
-    return path.with_name(f"{path.stem}.step{step:08d}{path.suffix}")
-
-
-def last_good_path(path: Path) -> Path:
-    """Where the last good state goes when the loss diverges, beside the untouched checkpoint."""
-    return path.with_name(f"{path.stem}.last-good{path.suffix}")
-
-
 def restore_model(stored: dict[str, Any], source: Path) -> tuple[str, ModelArgs, torch.nn.Module]:
     """(exp, sizes, model with the stored weights) from a checkpoint's `model` component.
 

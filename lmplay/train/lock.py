@@ -1,92 +1,159 @@
-"""One run per checkpoint: an exclusive `flock` on `<model>.lock`, held for the whole run.
+"""One run per checkpoint: a lock file lmplay creates itself, `flock`ed for the whole run.
 
 A second `lmp_trainer` on the same checkpoint would otherwise resume from the first one's file
-and overwrite its later saves. The lock file holds the holder's pid and command so the refusal
-can name it. The kernel drops a `flock` when its process dies, so a lock left by a killed run
-never blocks the next one; the stale file is simply locked again.
+and overwrite its later saves. The lock covers every file of the run, since `RunFiles` derives
+them all from the checkpoint the lock is named after.
+
+The lock file (`STEM.lmp.lock`) is only ever one lmplay made: it is created complete (written,
+locked, then linked into place, so no reader sees it empty) and opened without following
+symlinks. A file at that path that is not an lmplay lock, or a symlink, is refused and left as
+it is. The kernel drops a `flock` when its process dies, so the lock of a killed run is taken
+over, with a message, by the next run.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shlex
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from lmplay.errors import UsageError
+from lmplay.run_files import RunFiles
 
-
-def lock_path(model_path: Path) -> Path:
-    """`out/gpt2ish.lmp` -> `out/gpt2ish.lock`."""
-    return model_path.with_suffix(".lock")
+MARK = "lmplay run lock"  # the first line of every lock file lmplay writes
 
 
 @contextmanager
-def run_lock(model_path: Path) -> Iterator[Path]:
-    """Hold the run lock of `model_path`; UsageError naming the holder when another has it.
+def run_lock(files: RunFiles | str | Path) -> Iterator[Path]:
+    """Hold the lock of the run `files` names; UsageError naming the holder when another has it.
 
     Folders created for the lock file, and the lock file itself, are removed at exit (the file
     while still locked, so no waiting process can lock a file that is no longer the path's).
     """
-    path = lock_path(Path(model_path))
+    if not isinstance(files, RunFiles):
+        files = RunFiles(Path(files))
+    path = files.lock
     created = _make_parents(path.parent)
     try:
-        fd = _acquire(path, Path(model_path))
+        fd = _acquire(path, files.checkpoint)
     except BaseException:
         _remove_empty(created)
         raise
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        if _is_ours(path, fd):
+            path.unlink(missing_ok=True)
         os.close(fd)  # closing the last descriptor releases the flock
         _remove_empty(created)
 
 
-def _acquire(path: Path, model_path: Path) -> int:
+def _acquire(path: Path, checkpoint: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _create(path)
+        if fd is not None:
+            return fd
+        fd = _open_existing(path, checkpoint)
+        if fd is not None:
+            return fd
+        # The file went away between our create and open attempts (its holder ended): again.
+
+
+def _create(path: Path) -> int | None:
+    """A new lock file at `path`, locked and holding our pid; None when `path` exists."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _write_holder(fd)
+        try:
+            os.link(temp, path, follow_symlinks=False)  # atomic: fails when `path` exists
+        except FileExistsError:
+            os.close(fd)
+            return None
+        return fd
+    except BaseException:
+        _close_quietly(fd)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _open_existing(path: Path, checkpoint: Path) -> int | None:
+    """Take over an existing lock file whose holder died; refuse one held, or not lmplay's."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(
+                f"{path} is a symlink: lmplay's run lock is a file it creates itself; remove "
+                f"the link, or pass a different --model/--out-dir"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _read(fd).startswith(MARK):
+            raise UsageError(
+                f"{path} exists and is not an lmplay run lock; lmplay leaves it as it is: move "
+                "it away, or pass a different --model/--out-dir"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
             raise UsageError(
-                f"{model_path} is in use by {holder} (lock {path}); wait for it to end, or "
-                "pass a different --model/--out-dir"
+                f"{checkpoint} is in use by {_holder(fd)} (lock {path}); wait for it to end, "
+                "or pass a different --model/--out-dir"
             ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        # The holder we waited on may have removed the file between our open and our lock:
-        # then we hold a lock on a file nobody else sees, and must lock the path's file.
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            _write_holder(fd)
-            return fd
-        os.close(fd)
+        if not _is_ours(path, fd):
+            os.close(fd)  # its holder removed it between our open and our lock
+            return None
+        print(
+            f"note: taking over the lock {path} of {_holder(fd)}, which is no longer running",
+            file=sys.stderr,
+        )
+        _write_holder(fd)
+        return fd
+    except BaseException:
+        _close_quietly(fd)
+        raise
 
 
-def _holder_text() -> str:
-    return f"pid {os.getpid()}: {shlex.join([sys.executable, *sys.argv])}"
+def _is_ours(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _write_holder(fd: int) -> None:
-    data = (_holder_text() + "\n").encode()
+    command = shlex.join([sys.executable, *sys.argv])
+    data = f"{MARK}\npid {os.getpid()}: {command}\n".encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
 
 
-def _read_holder(fd: int) -> str:
-    text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+def _read(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode(errors="replace")
+
+
+def _holder(fd: int) -> str:
+    text = _read(fd).removeprefix(MARK).strip()
     text = " ".join(text.split())
     return f"process {text}" if text else "another process"
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _make_parents(folder: Path) -> list[Path]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmplay.atomic import temp_path
 from lmplay.errors import UsageError
+from lmplay.run_files import RunFiles
 
 if TYPE_CHECKING:  # torch loads only when a device is checked: the folder checks come first
     import torch
@@ -79,19 +81,19 @@ def check_writable_folder(folder: Path, longest_name: str, flag: str) -> None:
                 new.rmdir()
 
 
-def check_run_outputs(
-    model_path: Path, stats_path: Path, model_flag: str, written: list[Path] = ()
-) -> None:
-    """The checkpoint's and the stats file's folders take the checkpoint, its lock, the stats,
-    and every file of `written` (stage and step checkpoints, beside the checkpoint)."""
-    from lmplay.train.lock import lock_path
-
-    if model_path.is_dir():
-        raise UsageError(f"{model_flag} {model_path}: is a folder; name the checkpoint file")
-    longest = max((p.name for p in [model_path, lock_path(model_path), *written]), key=len)
-    check_writable_folder(model_path.parent, longest, model_flag)
-    if stats_path.parent != model_path.parent:
-        check_writable_folder(stats_path.parent, stats_path.name, "--out-dir")
+def check_run_outputs(files: RunFiles, model_flag: str, stage_names: Sequence[str] = ()) -> None:
+    """The checkpoint's folder takes every file the run may write there (`RunFiles.written`):
+    checkpoint, stats, lock, best, last-good, step and stage checkpoints."""
+    if files.checkpoint.is_dir():
+        raise UsageError(f"{model_flag} {files.checkpoint}: is a folder; name the checkpoint file")
+    for path in files.written(list(stage_names)):
+        if path.is_dir():
+            raise UsageError(
+                f"{model_flag} {files.checkpoint}: {path} is a folder where the run writes a file; "
+                "move it away or choose another name"
+            )
+    longest = max((p.name for p in files.written(list(stage_names))), key=len)
+    check_writable_folder(files.folder, longest, model_flag)
 
 
 def _reason(error: OSError, probe: Path) -> str:

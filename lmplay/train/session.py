@@ -23,6 +23,7 @@ from lmplay.models import Experiment, ModelArgs, canonical_name, get_experiment
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
+from lmplay.run_files import RunFiles
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.train.adapters import attach_adapters
@@ -68,7 +69,8 @@ class Session:
     resumed_from: Path | None
     notes: list[str]
     stop_rules: StopRules  # when a stage ends early; its state travels in the checkpoint
-    best: BestCheckpoint  # the best validation loss so far, for <model>.best.lmp
+    best: BestCheckpoint  # the best validation loss so far, for the best checkpoint
+    files: RunFiles  # every path the run writes
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
     experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
     world: World = SINGLE  # this process's rank among the torchrun ranks
@@ -109,7 +111,7 @@ def resolve_precision(cfg: RunConfig, device: torch.device) -> Precision:
 
 
 def find_checkpoint(cfg: RunConfig) -> Path | None:
-    path = cfg.model_path()
+    path = cfg.run_files().checkpoint
     if path.exists():
         return path
     _check_old_default_location(cfg)
@@ -130,7 +132,7 @@ def _check_old_default_location(cfg: RunConfig) -> None:
     """
     if cfg.io.out_dir is not None or cfg.io.model is not None:
         return
-    old = Path(DEFAULT_OUT_DIR) / cfg.model_path().name
+    old = Path(DEFAULT_OUT_DIR) / cfg.run_files().checkpoint.name
     if not old.is_file():
         return
     try:
@@ -164,6 +166,7 @@ def _read_source(source: Path | None) -> dict[str, Any]:
 
 
 def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
+    files = cfg.run_files()
     allowed = allowed_changes(cfg.data.allow_changed)
     device = local_device(resolve_device(cfg.system.device), world)
     precision = resolve_precision(cfg, device)
@@ -176,7 +179,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     experiment = get_experiment(exp, (stored.get("model") or {}).get("state_args"))
     _check_fits(cfg, experiment, model_args, device)
     model = experiment.build(model_args)
-    from_initial = source is not None and source != cfg.model_path()
+    from_initial = source is not None and source != files.checkpoint
     lora = attach_adapters(cfg, model, stored.get("model"), source, from_initial)
     if lora is not None:
         notes.append(lora.describe())
@@ -206,10 +209,10 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     )
     runner = RunnerState()
     stats = StatsRecorder(
-        cfg.stats_path(),
+        files.stats,
         run=cfg.run_name(),
         exp=exp,
-        model=cfg.model_path().name,
+        model=files.checkpoint.name,
         meta=_stats_meta(cfg, plan, model_args),
         write=world.is_main,
     )
@@ -262,6 +265,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         experiment=experiment,
         stop_rules=stop_rules,
         best=best,
+        files=files,
         world=world,
     )
 
@@ -298,7 +302,7 @@ def _checkpoint_map(
             "plan": Entry(progress, {"plan": plan.raw, "base_dir": plan.base_dir}),
             "runner": Entry(runner, {"config": cfg.to_dict()}),
             "lr_schedule": Entry(StepState(lambda: runner.step), schedule.to_dict()),
-            "stats": Entry(stats, {"path": str(cfg.stats_path()), "run": cfg.run_name()}),
+            "stats": Entry(stats, {"path": str(stats.path), "run": cfg.run_name()}),
             "rng": Entry(RngState(), {}),
         }
     )
@@ -409,7 +413,7 @@ def _check_unchanged(
         args.get("data"),
         data,
         allowed,
-        Path(source or cfg.model_path()),
+        Path(source or cfg.run_files().checkpoint),
     )
     notes.extend(changes)
     return changed_data

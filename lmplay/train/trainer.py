@@ -17,12 +17,8 @@ from lmplay.data.batcher import StageBatcher, validation_samples
 from lmplay.data.prefetch import PrefetchingBatcher, PreparedBatch
 from lmplay.models import get_experiment
 from lmplay.plan.datasets import PlanData
-from lmplay.train.best import best_checkpoint_path
 from lmplay.train.checkpoint import (
-    last_good_path,
     save_checkpoint,
-    stage_checkpoint_path,
-    step_checkpoint_path,
 )
 from lmplay.train.distributed import AgreedStop
 from lmplay.train.mfu import mfu, peak_flops
@@ -57,7 +53,7 @@ class Trainer:
         if s.progress.finished:
             print(
                 f"plan '{s.plan.name}' is already done at {self._where()}: nothing to train, "
-                f"{s.cfg.model_path()} not written. --reset-history trains the plan again from "
+                f"{s.files.checkpoint} not written. --reset-history trains the plan again from "
                 "these weights; another --out-dir starts a new run",
                 file=sys.stderr,
             )
@@ -92,7 +88,7 @@ class Trainer:
                     s.progress.complete_stage()
                     s.stop_rules.begin_stage(s.progress.stage_index)
                     self.batcher = None  # its stage is done; its position is saved no more
-                    self.save(stage_checkpoint_path(s.cfg.model_path(), stage.name))
+                    self.save(s.files.stage(stage.name))
             stop.sync()
             self._record_pause(stop)
             self.save()
@@ -285,7 +281,7 @@ class Trainer:
         """The run at its best validation point so far, written atomically beside the run."""
         self._sync_batcher_state()
         components = self.components()  # on every rank: gathering sharded state is collective
-        path = best_checkpoint_path(self.s.cfg.model_path())
+        path = self.s.files.best
         self.s.world.on_main(lambda: save_checkpoint(path, components))
 
     def _validated_at_this_step(self) -> bool:
@@ -306,9 +302,9 @@ class Trainer:
         components = self.components()  # on every rank: FSDP gathers the weights to rank 0
 
         def write() -> None:
-            save_checkpoint(path or s.cfg.model_path(), components)
-            if path is not None and path != s.cfg.model_path():
-                save_checkpoint(s.cfg.model_path(), components)
+            save_checkpoint(path or s.files.checkpoint, components)
+            if path is not None and path != s.files.checkpoint:
+                save_checkpoint(s.files.checkpoint, components)
 
         s.world.on_main(write)
 
@@ -324,13 +320,12 @@ class Trainer:
 
     def _save_rolling(self) -> None:
         s = self.s
-        path = step_checkpoint_path(s.cfg.model_path(), s.runner.step)
+        path = s.files.step(s.runner.step)
         components = self.components()
 
         def write() -> None:
             save_checkpoint(path, components)
-            pattern = f"{s.cfg.model_path().stem}.step*{s.cfg.model_path().suffix}"
-            for old in sorted(path.parent.glob(pattern))[: -s.cfg.io.keep_last]:
+            for old in s.files.step_checkpoints()[: -s.cfg.io.keep_last]:
                 old.unlink(missing_ok=True)
 
         s.world.on_main(write)
@@ -392,7 +387,7 @@ class Trainer:
     def _diverged(self, result: StepResult) -> None:
         """The optimizer skipped the update, so the model still holds the last good weights."""
         s = self.s
-        last_good = last_good_path(s.cfg.model_path())
+        last_good = s.files.last_good
         self._sync_batcher_state()
         stage = s.plan.stages[s.progress.stage_index].name
         self._record_stop(
@@ -402,7 +397,7 @@ class Trainer:
         s.world.on_main(lambda: save_checkpoint(last_good, components))
         raise TrainingDiverged(
             f"loss is {result.loss} at step {s.runner.step + 1}: training stopped; the last good "
-            f"state is in {last_good} and {s.cfg.model_path()} was left as it is "
+            f"state is in {last_good} and {s.files.checkpoint} was left as it is "
             "(try a lower --lr or --grad-clip)"
         )
 
@@ -415,15 +410,15 @@ class Trainer:
         where = self._where()
         if stop.requested:
             print(
-                f"stopped by {stop.signal.name} at {where}; saved {s.cfg.model_path()}\n"
+                f"stopped by {stop.signal.name} at {where}; saved {s.files.checkpoint}\n"
                 f"resume with: {resume_command()}",
                 file=sys.stderr,
             )
         elif self.max_steps_reached and not s.progress.finished:
-            print(f"reached --max-steps at {where}; saved {s.cfg.model_path()}", file=sys.stderr)
+            print(f"reached --max-steps at {where}; saved {s.files.checkpoint}", file=sys.stderr)
         else:
             print(
-                f"plan '{s.plan.name}' done at {where}; saved {s.cfg.model_path()}", file=sys.stderr
+                f"plan '{s.plan.name}' done at {where}; saved {s.files.checkpoint}", file=sys.stderr
             )
 
 

@@ -43,9 +43,9 @@ def test_out_dir_that_is_a_file(plan_dir: Path, capsys, monkeypatch) -> None:
 
 
 def test_model_path_that_is_a_folder(plan_dir: Path, capsys, monkeypatch) -> None:
-    (plan_dir / "ckpt").mkdir()
-    err = refused(["--model", "ckpt"], capsys, monkeypatch)
-    assert "--model ckpt: is a folder" in err
+    (plan_dir / "ckpt.lmp").mkdir()
+    err = refused(["--model", "ckpt.lmp"], capsys, monkeypatch)
+    assert "--model ckpt.lmp: is a folder" in err
 
 
 def test_checkpoint_name_too_long_for_the_file_system(plan_dir: Path, capsys, monkeypatch) -> None:
