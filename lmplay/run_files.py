@@ -37,7 +37,7 @@ STAGE_PREFIX = "stage-"
 STEP_DIGITS = 8
 SAFE_CHARS = re.compile(r"[A-Za-z0-9_.+-]")
 _DERIVED_STEM = re.compile(r"\.(best|last-good|step[0-9]+|stage-.*)$")
-_STEP_FILE = re.compile(r"\.step([0-9]{%d})\.lmp$" % STEP_DIGITS)
+_STEP_FILE = re.compile(rf"\.step([0-9]{{{STEP_DIGITS}}})\.lmp$")
 
 
 def stage_file_part(name: str) -> str:
@@ -142,4 +142,3 @@ def stats_of(path: str | Path) -> Path:
     """The stats file of a checkpoint `path`, or `path` itself when it is not a checkpoint."""
     path = Path(path)
     return RunFiles(path).stats if path.suffix == CHECKPOINT_SUFFIX else path
-

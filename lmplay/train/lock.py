@@ -20,7 +20,7 @@ import shlex
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from lmplay.errors import UsageError
@@ -150,10 +150,8 @@ def _holder(fd: int) -> str:
 
 
 def _close_quietly(fd: int) -> None:
-    try:
+    with suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 def _make_parents(folder: Path) -> list[Path]:
