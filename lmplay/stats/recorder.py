@@ -9,6 +9,7 @@ those records (records written after the checkpoint belong to steps that will be
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from lmplay.stats.runs import (
     header,
     load_stats,
     read_lines,
+    read_lines_lenient,
     stop_line,
     train_line,
     validation_line,
@@ -151,6 +153,8 @@ class StatsRecorder:
             "version": STATE_VERSION,
             "train_count": len(self._train),
             "validation_counts": {name: len(recs) for name, recs in self._validation.items()},
+            "stop_count": len(self._stops),
+            "generation_count": len(self._generations),
             "line_count": len(self._lines),
             "byte_size": self._size,
         }
@@ -181,9 +185,11 @@ class StatsRecorder:
                     stacklevel=2,
                 )
             return
-        self._keep_counted(load_stats(source), train_count, val_counts)
-        if source != self.path:
-            self._migrated_from = source
+        if version == 1:
+            self._keep_counted(_lines_of(load_stats(source)), state)
+            self._migrated_from = source if source != self.path else None
+            return
+        self._keep_counted(self._readable_lines(source, state.get("line_count")), state)
 
     def _reuse_file(self, state: dict[str, Any]) -> bool:
         """Whether the file's first `byte_size` bytes hold our header and `line_count` lines;
@@ -211,16 +217,47 @@ class StatsRecorder:
         self._written, self._size, self._rewrite = line_count, size, False
         return True
 
-    def _keep_counted(self, stats: Any, train_count: int, val_counts: dict[str, int]) -> None:
-        """The first `train_count` / `val_counts` records of a file that cannot be cut as is."""
-        train = stats.train[:train_count]
-        validation = {name: stats.validation.get(name, [])[:n] for name, n in val_counts.items()}
-        lines = [train_line(r) for r in train]
-        lines += [validation_line(n, r) for n, recs in validation.items() for r in recs]
-        self._set_lines(lines)
-        kept = {"train": len(train)} | {f"validation[{n}]": len(r) for n, r in validation.items()}
-        wanted = {"train": train_count} | {f"validation[{n}]": c for n, c in val_counts.items()}
-        short = [f"{key} {kept[key]}/{count}" for key, count in wanted.items() if kept[key] < count]
+    def _readable_lines(self, source: Path, line_count: int | None) -> list[dict[str, Any]]:
+        """The record lines among the first `line_count` of `source` (all when None), damaged
+        ones skipped with one warning."""
+        try:
+            _, numbered, damaged = read_lines_lenient(source, source.read_bytes())
+        except (OSError, UsageError) as error:
+            warnings.warn(f"{source}: unreadable ({error}); the history starts empty", stacklevel=3)
+            return []
+        last = math.inf if line_count is None else line_count + 1  # line 1 is the header
+        damaged = [number for number, _ in damaged if number <= last]
+        if damaged:
+            warnings.warn(
+                f"{source}: damaged line(s) {', '.join(map(str, damaged))} left out; every other "
+                "record is kept",
+                stacklevel=3,
+            )
+        return [line for number, line in numbered if number <= last]
+
+    def _keep_counted(self, lines: list[dict[str, Any]], state: dict[str, Any]) -> None:
+        """Of `lines`, in file order, the first records of each kind the checkpoint counted
+        (stop, generation and unknown kinds: all, where the checkpoint did not count them)."""
+        wanted: dict[tuple[str, str | None], int] = {("train", None): int(state["train_count"])}
+        for name, count in state["validation_counts"].items():
+            wanted["validation", str(name)] = int(count)
+        for kind in ("stop", "generation"):
+            if f"{kind}_count" in state:
+                wanted[kind, None] = int(state[f"{kind}_count"])
+        kept_counts: dict[tuple[str, str | None], int] = {}
+        kept = []
+        for line in lines:
+            key = (line["kind"], line.get("set") if line["kind"] == "validation" else None)
+            limit = wanted.get(key, 0 if key[0] in ("train", "validation") else math.inf)
+            if kept_counts.get(key, 0) < limit:
+                kept_counts[key] = kept_counts.get(key, 0) + 1
+                kept.append(line)
+        self._set_lines(kept)
+        short = [
+            f"{kind if name is None else f'{kind}[{name}]'} {kept_counts.get((kind, name), 0)}/{n}"
+            for (kind, name), n in wanted.items()
+            if kept_counts.get((kind, name), 0) < n
+        ]
         if short:
             warnings.warn(
                 f"{self.path}: fewer records than the checkpoint expected ({', '.join(short)}); "
@@ -295,3 +332,13 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=str)
     raise TypeError(f"cannot store {type(value).__name__} in a stats file")
+
+
+def _lines_of(stats: Any) -> list[dict[str, Any]]:
+    """A format 1 file's records as lines (it has no stop or generation records)."""
+    lines = [train_line(record) for record in stats.train]
+    return lines + [
+        validation_line(name, record)
+        for name, records in stats.validation.items()
+        for record in records
+    ]

@@ -38,7 +38,8 @@ header, each further line one record, appended as the run goes (a flush costs wh
   `--generate-every`, one per prompt. Neither carries `loss`; both carry `samples`, `tokens` and
   `steps`.
 - A last line without its newline is a write in progress (or cut short by a crash) and is
-  left out; the resumed run truncates the file to the records its checkpoint counted.
+  left out. The resumed run keeps, of each kind, the records its checkpoint counted (a damaged
+  line loses only its own record, with a warning) and rewrites the file with them.
 """
 
 from __future__ import annotations
@@ -138,32 +139,52 @@ def load_stats(path: Path) -> RunStats:
 def read_lines(path: Path, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The header and the record lines of a JSON Lines stats file's bytes, checked.
 
-    An unterminated last line (a write in progress, or cut short) is left out.
+    An unterminated last line (a write in progress, or cut short) is left out; any other line
+    that is not a valid record is an error.
     """
+    head, numbered, damaged = read_lines_lenient(path, raw)
+    if damaged:
+        raise damaged[0][1]
+    return head, [line for _, line in numbered]
+
+
+def read_lines_lenient(
+    path: Path, raw: bytes
+) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], list[tuple[int, UsageError]]]:
+    """Like `read_lines`, but a damaged line is skipped and reported, not raised: the header,
+    `(line number, line)` of each valid record line, and `(line number, why)` of each damaged
+    one (the header is line 1)."""
     head = _json_lines_header(raw)
     if head is None:
         raise UsageError(f"{path}: not an lmplay stats file (no JSON Lines header)")
     _check_header(head, path)
     body = raw.split(b"\n")[1:-1]  # [-1]: empty after the last newline, or an unfinished line
-    lines: list[dict[str, Any]] = []
+    lines: list[tuple[int, dict[str, Any]]] = []
+    damaged: list[tuple[int, UsageError]] = []
     for number, text in enumerate(body, start=2):
         if not text.strip():
             continue
         try:
-            line = orjson.loads(text)
-        except orjson.JSONDecodeError as e:
-            raise UsageError(f"{path}: line {number} is not valid JSON: {e}") from e
-        if not isinstance(line, dict) or not isinstance(line.get("kind"), str):
-            raise UsageError(f'{path}: line {number} is not an object with a "kind"')
-        if line["kind"] in ("train", "validation"):
-            where = f"line {number}"
-            _records([line.get("record")], where, path)
-            if line["kind"] == "validation" and not isinstance(line.get("set"), str):
-                raise UsageError(f'{path}: line {number}: a validation line needs a "set" name')
-        elif line["kind"] in _EVENT_TEXTS:
-            _event(line.get("record"), _EVENT_TEXTS[line["kind"]], f"line {number}", path)
-        lines.append(line)
-    return head, lines
+            lines.append((number, _parse_line(path, number, text)))
+        except UsageError as error:
+            damaged.append((number, error))
+    return head, lines, damaged
+
+
+def _parse_line(path: Path, number: int, text: bytes) -> dict[str, Any]:
+    try:
+        line = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise UsageError(f"{path}: line {number} is not valid JSON: {e}") from e
+    if not isinstance(line, dict) or not isinstance(line.get("kind"), str):
+        raise UsageError(f'{path}: line {number} is not an object with a "kind"')
+    if line["kind"] in ("train", "validation"):
+        _records([line.get("record")], f"line {number}", path)
+        if line["kind"] == "validation" and not isinstance(line.get("set"), str):
+            raise UsageError(f'{path}: line {number}: a validation line needs a "set" name')
+    elif line["kind"] in _EVENT_TEXTS:
+        _event(line.get("record"), _EVENT_TEXTS[line["kind"]], f"line {number}", path)
+    return line
 
 
 def stats_from_lines(path: Path, head: dict[str, Any], lines: list[dict[str, Any]]) -> RunStats:

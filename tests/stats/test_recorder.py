@@ -135,6 +135,8 @@ def test_resume_drops_records_written_after_the_checkpoint(tmp_path: Path) -> No
         "version": 2,
         "train_count": 5,
         "validation_counts": {"v": 1},
+        "stop_count": 0,
+        "generation_count": 0,
         "line_count": 6,
         "byte_size": len(at_checkpoint),
     }
@@ -259,3 +261,49 @@ def test_reset_drops_history(tmp_path: Path) -> None:
     stats = load_stats(rec.path)
     assert stats.train == [] and stats.validation == {}
     assert rec.state_dict()["train_count"] == 0
+
+
+def _history(path: Path) -> StatsRecorder:
+    """A run with records of every kind, flushed; its state as a checkpoint would hold it."""
+    rec = _recorder(path)
+    for i in range(1, 4):
+        rec.add_train(_rec(i, stage="s"))
+        rec.add_validation("v", _rec(i))
+        rec.add_generation({"samples": i, "tokens": i, "steps": i, "prompt": "a", "text": "b"})
+    rec.add_stop({"samples": 3, "tokens": 3, "steps": 3, "reason": "epochs", "stage": "s"})
+    rec.add_train(_rec(4, stage="t"))
+    return rec
+
+
+def test_a_damaged_last_line_loses_only_that_line_on_resume(tmp_path: Path) -> None:
+    rec = _history(tmp_path / "r.stats.jsonl")
+    state = rec.state_dict()
+    raw = rec.path.read_bytes()
+    last_line_start = raw.rstrip(b"\n").rfind(b"\n") + 1
+    rec.path.write_bytes(raw[:last_line_start] + b'{"kind": "train", "rec\x00\x00\n')
+    resumed = _recorder(rec.path)
+    with pytest.warns(UserWarning, match="damaged line"):
+        resumed.load_state_dict(state)
+    # Every earlier record of every kind survives; only the damaged train record is gone.
+    assert resumed.train == rec.train[:-1]
+    assert resumed.validation == rec.validation
+    assert resumed.stops == rec.stops and len(resumed.stops) == 1
+    assert resumed.generations == rec.generations and len(resumed.generations) == 3
+    resumed.flush()
+    stats = load_stats(rec.path)
+    assert (stats.stops, stats.generations) == (rec.stops, rec.generations)
+
+
+def test_resume_keeps_the_counted_records_of_each_kind_past_a_damaged_line(tmp_path: Path) -> None:
+    rec = _history(tmp_path / "r.stats.jsonl")
+    state = rec.state_dict()
+    lines = rec.path.read_bytes().split(b"\n")
+    lines[1] = b"not json"  # the first train record, damaged: that record alone is lost
+    later = orjson.dumps({"kind": "train", "record": _rec(9)})  # after the checkpoint
+    rec.path.write_bytes(b"\n".join([*lines[:-1], later, b""]))
+    resumed = _recorder(rec.path)
+    with pytest.warns(UserWarning, match="damaged line"):
+        resumed.load_state_dict(state)
+    assert resumed.train == rec.train[1:]
+    assert resumed.stops == rec.stops and resumed.generations == rec.generations
+    assert resumed.validation == rec.validation
