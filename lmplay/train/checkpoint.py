@@ -208,7 +208,18 @@ def restore_model(stored: dict[str, Any], source: Path) -> tuple[str, ModelArgs,
 
         apply_lora(model, LoraSpec.from_dict(args["lora"]))
     CheckpointMap({"model": Entry(ModelState(model), args)}).load({"model": stored}, source)
+    _check_finite(model, source)
     return str(exp), model_args, model
+
+
+def _check_finite(model: torch.nn.Module, source: Path) -> None:
+    """Refuse weights holding NaN or infinity: exported or sampled, they only spread garbage."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"checkpoint {source}: weight '{name}' holds NaN or infinite values (a diverged "
+                "run?); use an earlier checkpoint of the run"
+            )
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

@@ -38,6 +38,7 @@ class StepResult:
     grad_norm: float
     micro_steps: int
     missing_grads: tuple[str, ...] = ()  # trainable parameters with no gradient (--check-grads)
+    applied: bool = True  # False: loss or gradients not finite, the weights were left as they were
 
 
 @dataclass
@@ -168,7 +169,8 @@ def train_step(
     world: World = SINGLE,
     mini_batches: list[Batch] | None = None,
 ) -> StepResult:
-    """A full optimizer step. The optimizer is not stepped when the loss is not finite.
+    """A full optimizer step. The optimizer is not stepped when the loss or the gradient norm is
+    not finite (under fp16 grad scaling, the scaler skips steps with overflowing gradients).
 
     With `pack_len`, short samples of a mini-batch share rows of that many tokens (the model
     must take `positions` and `segments`); the loss is the same, the padding less.
@@ -193,7 +195,8 @@ def train_step(
         )
         correct, acc.padding_tokens, acc.padded_slots = round(correct), round(padding), round(slots)
     loss = loss_sum / total
-    if math.isfinite(loss):
+    applied = math.isfinite(loss) and (precision.scaler is not None or math.isfinite(grad_norm))
+    if applied:
         if set_lr is not None:
             set_lr()
         if precision.scaler is not None:
@@ -213,6 +216,7 @@ def train_step(
         grad_norm=grad_norm,
         micro_steps=acc.micro_steps,
         missing_grads=tuple(missing),
+        applied=applied,
     )
 
 

@@ -120,7 +120,7 @@ class Trainer:
             world=s.world,
             mini_batches=batch.mini_batches,
         )
-        if not math.isfinite(result.loss):
+        if not result.applied:
             self._diverged(result)
         if result.missing_grads and not self._warned_missing_grads:
             self._warned_missing_grads = True
@@ -387,18 +387,22 @@ class Trainer:
     def _diverged(self, result: StepResult) -> None:
         """The optimizer skipped the update, so the model still holds the last good weights."""
         s = self.s
+        step = s.runner.step + 1
+        what = (
+            f"loss is {result.loss}"
+            if not math.isfinite(result.loss)
+            else f"gradient norm is {result.grad_norm} (loss {result.loss:.4f})"
+        )
         last_good = s.files.last_good
         self._sync_batcher_state()
         stage = s.plan.stages[s.progress.stage_index].name
-        self._record_stop(
-            stage, Stop("diverged", f"loss {result.loss} at step {s.runner.step + 1}")
-        )
+        self._record_stop(stage, Stop("diverged", f"{what} at step {step}"))
         components = self.components()
         s.world.on_main(lambda: save_checkpoint(last_good, components))
         raise TrainingDiverged(
-            f"loss is {result.loss} at step {s.runner.step + 1}: training stopped; the last good "
-            f"state is in {last_good} and {s.files.checkpoint} was left as it is "
-            "(try a lower --lr or --grad-clip)"
+            f"{what} at step {step}: training stopped before applying it; the last good state "
+            f"is in {last_good} and {s.files.checkpoint} was left as it is (try a lower --lr or "
+            "--grad-clip)"
         )
 
     def _where(self) -> str:
