@@ -8,8 +8,8 @@ import pytest
 import torch
 from lmp_testing import tiny_run_config
 
-from lmplay.config import RunIOConfig
 from lmplay.cli import export, generate
+from lmplay.config import RunIOConfig
 from lmplay.train.checkpoint import load_checkpoint, save_checkpoint
 from lmplay.train.session import build_session
 from lmplay.train.trainer import Trainer, TrainingDiverged
@@ -53,7 +53,7 @@ def test_finite_loss_with_non_finite_gradients_is_not_applied(tmp_path: Path) ->
         return grad * float("inf") if session.runner.step >= poison_from_step else grad
 
     weight.register_hook(poison)
-    with pytest.raises(TrainingDiverged, match="gradient norm is (inf|nan) .* at step 4"):
+    with pytest.raises(TrainingDiverged, match=r"gradient norm is (inf|nan) .* at step 4"):
         Trainer(session).fit()
     good = load_checkpoint(cfg.model_path())["components"]
     last_good = load_checkpoint(cfg.run_files().last_good)["components"]
