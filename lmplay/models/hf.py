@@ -14,6 +14,7 @@ that on a short probe, and otherwise every sample gets its own row.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,16 @@ class HFExperiment(Experiment):
 
         with torch.device("meta"):
             return HFCausalLM(args, AutoModelForCausalLM.from_config(self.config()))
+
+    def build_meta_depth(self, args: ModelArgs, blocks: int) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        raw = {**self.hf_config, "num_hidden_layers": blocks}
+        if isinstance(raw.get("layer_types"), list):  # per-layer kinds (sliding, full, ...)
+            raw["layer_types"] = raw["layer_types"][:blocks]
+        with torch.device("meta"):
+            shallow = AutoModelForCausalLM.from_config(config_from_dict(raw))
+            return HFCausalLM(dataclasses.replace(args, num_blocks=blocks), shallow)
 
 
 def hf_experiment(name: str, stored_state_args: dict[str, Any] | None = None) -> HFExperiment:

@@ -41,7 +41,8 @@ class LoraSpec:
         )
 
 
-def _matches(name: str, target: str) -> bool:
+def lora_targets_layer(name: str, target: str) -> bool:
+    """Whether the module called `name` is what `--lora-targets` `target` names."""
     return name == target or name.endswith("." + target)
 
 
@@ -49,7 +50,7 @@ def _check_targets(model: nn.Module, spec: LoraSpec) -> None:
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     head = model.lm_head
     for target in spec.targets:
-        hits = [m for name, m in linears.items() if _matches(name, target)]
+        hits = [m for name, m in linears.items() if lora_targets_layer(name, target)]
         if not hits:
             names = sorted({n.rpartition(".")[2] for n, m in linears.items() if m is not head})
             raise UsageError(

@@ -18,6 +18,7 @@ The model contract: the class is built from `ModelArgs` (and keeps them as `self
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from collections.abc import Callable, Mapping
@@ -72,6 +73,10 @@ class Experiment:
         """The model without storage: instant even for the largest preset, for counting."""
         with torch.device("meta"):
             return check_model_contract(self.model_class(args))
+
+    def build_meta_depth(self, args: ModelArgs, blocks: int) -> nn.Module:
+        """The model without storage at `blocks` blocks deep, for counting by extrapolation."""
+        return self.build_meta(dataclasses.replace(args, num_blocks=blocks))
 
     def num_params(self, args: ModelArgs) -> int:
         # parameters() yields a tied weight once, as the optimizer and checkpoints see it.

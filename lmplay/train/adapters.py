@@ -24,6 +24,15 @@ def lora_from_flags(cfg: RunConfig) -> LoraSpec | None:
     return LoraSpec(cfg.lora.lora_rank, cfg.lora.alpha(), cfg.lora.targets(), cfg.lora.lora_dropout)
 
 
+def adapters_for(cfg: RunConfig, stored_model: dict[str, Any] | None) -> LoraSpec | None:
+    """The adapters the run's model will carry: the checkpoint's, else the flags' (checked
+    against each other by `attach_adapters`)."""
+    stored_args = (stored_model or {}).get("state_args") or {}
+    if isinstance(stored_args.get("lora"), dict):
+        return LoraSpec.from_dict(stored_args["lora"])
+    return lora_from_flags(cfg)
+
+
 def attach_adapters(
     cfg: RunConfig,
     model: nn.Module,
