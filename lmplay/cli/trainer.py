@@ -133,8 +133,14 @@ def _train(cfg: RunConfig) -> int:
 
     plan = load_plan(cfg.data.training_plan)
     if cfg.system.save_datasets:
-        from lmplay.plan.saving import save_plan_datasets
+        from lmplay.plan.saving import datasets_folder, plan_sources, save_plan_datasets
+        from lmplay.plan.saving import saved_copy_path as copy_path
+        from lmplay.train.preflight import check_writable_folder
 
+        folder = datasets_folder()
+        names = [copy_path(spec, folder).name for spec in plan_sources(plan)]
+        if names:  # before any loading: a folder that cannot take the copies is exit 2
+            check_writable_folder(folder, max(names, key=len), "$LMP_DATASETS")
         save_plan_datasets(plan)
         return 0
     from lmplay.train import distributed

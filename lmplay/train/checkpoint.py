@@ -127,9 +127,15 @@ def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
     try:
         remove_stale_temps(path)
         atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        # torch's zip writer reports a short write (a full disk) as a RuntimeError
+        reason = (
+            error.strerror or str(error)
+            if isinstance(error, OSError)
+            else f"the write failed: {_one_line(error, 80)}; is the disk full?"
+        )
         raise WriteFailed(
-            f"cannot write checkpoint {path} ({error.strerror or error}); "
+            f"cannot write checkpoint {path} ({reason}); "
             + ("the previous one is intact" if Path(path).exists() else "nothing was written")
         ) from error
 

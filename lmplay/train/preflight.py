@@ -86,14 +86,14 @@ def check_run_outputs(files: RunFiles, model_flag: str, stage_names: Sequence[st
     checkpoint, stats, lock, best, last-good, step and stage checkpoints."""
     if files.checkpoint.is_dir():
         raise UsageError(f"{model_flag} {files.checkpoint}: is a folder; name the checkpoint file")
-    for path in files.written(list(stage_names)):
+    written = files.written(list(stage_names))
+    check_writable_folder(files.folder, max((p.name for p in written), key=len), model_flag)
+    for path in written:
         if path.is_dir():
             raise UsageError(
                 f"{model_flag} {files.checkpoint}: {path} is a folder where the run writes a file; "
                 "move it away or choose another name"
             )
-    longest = max((p.name for p in files.written(list(stage_names))), key=len)
-    check_writable_folder(files.folder, longest, model_flag)
 
 
 def _reason(error: OSError, probe: Path) -> str:

@@ -4,6 +4,7 @@ a save that fails later (disk full) ends in one line, exit 3, the previous check
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -133,3 +134,66 @@ def test_disk_full_at_a_later_save_keeps_the_previous_checkpoint(
     assert "No space left on device" in err[-1] and "training stopped" in err[-1]
     assert model.read_bytes() == before
     assert not [p for p in model.parent.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 48 MiB tmpfs, where the machine lets tests mount one (root with CAP_SYS_ADMIN)."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_really_full_disk_ends_in_the_exit_3_line_with_the_checkpoint_intact(
+    plan_dir: Path, small_disk: Path, capsys
+) -> None:
+    args = ["--training-plan", "plan.json", "--out-dir", str(small_disk), *TINY_FLAGS]
+    assert main([*args, "--max-steps", "1"]) == 0
+    model = small_disk / "gpt2ish.lmp"
+    before = model.read_bytes()
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 256 * 1024))  # leave 256 KiB
+    capsys.readouterr()
+    code = main([*args, "--max-steps", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3, err
+    assert err[-1].startswith("error: cannot write") and "training stopped" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert model.read_bytes() == before
+    assert not [p for p in small_disk.iterdir() if ".tmp-" in p.name]
+
+
+def test_save_datasets_into_a_folder_it_cannot_write_is_exit_2(
+    plan_dir: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("LMP_DATASETS", "plan.json/copies")  # under a file
+    code = main(["--training-plan", "plan.json", "--save-datasets"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "$LMP_DATASETS plan.json/copies: plan.json is a file, not a folder" in err
+
+
+def test_a_folder_where_the_run_writes_a_file_is_exit_2_before_training(
+    plan_dir: Path, capsys, monkeypatch
+) -> None:
+    (plan_dir / "out" / "gpt2ish.stats.jsonl").mkdir(parents=True)
+    err = refused(["--out-dir", "out"], capsys, monkeypatch)
+    assert "gpt2ish.stats.jsonl is a folder where the run writes a file" in err
+
+
+def test_a_stage_name_too_long_for_the_file_system_is_exit_2_before_training(
+    plan_dir: Path, capsys, monkeypatch
+) -> None:
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    plan["stages"][0]["name"] = "s" * 250
+    (plan_dir / "plan.json").write_text(json.dumps(plan))
+    err = refused(["--out-dir", "out"], capsys, monkeypatch)
+    assert "cannot write there" in err and "too long" in err
