@@ -125,10 +125,14 @@ class OptimConfig:
 @dataclass
 class RunIOConfig:
     out_dir: str | None = _flag(
-        f"folder for checkpoints and stats (default: {DEFAULT_OUT_DIR}/PLAN, PLAN being "
-        "--training-plan's name or file stem, so runs of different plans never collide)"
+        f"folder for the checkpoint and its stats (default: {DEFAULT_OUT_DIR}/PLAN, PLAN being "
+        "--training-plan's name or file stem, so runs of different plans never collide); with "
+        "--model, the run's files lie beside the model instead"
     )
-    model: str | None = _flag("checkpoint to write and resume from (default: OUT_DIR/EXP.lmp)")
+    model: str | None = _flag(
+        "checkpoint to write and resume from, NAME.lmp; its stats, lock and other checkpoints are "
+        "named after it, beside it (default: OUT_DIR/EXP.lmp)"
+    )
     initial_model: str | None = _flag(
         "checkpoint to start from when --model does not exist yet; never written"
     )

@@ -63,7 +63,7 @@ def test_changed_plan_is_refused_then_adopted_with_override_plan(tmp_path: Path)
     first = train(tmp_path, "--max-steps", "8")
     assert first.returncode == 0, first.stderr
     out = tmp_path / "out"
-    simple_checkpoint = (out / "gpt2ish.simple.lmp").read_bytes()
+    simple_checkpoint = (out / "gpt2ish.stage-simple.lmp").read_bytes()
     assert progress_of(out / "gpt2ish.lmp")["stage_index"] == 1
 
     plan = json.loads(plan_path.read_text())
@@ -78,7 +78,7 @@ def test_changed_plan_is_refused_then_adopted_with_override_plan(tmp_path: Path)
     adopted = train(tmp_path, "--override-plan", "--max-steps", "10")
     assert adopted.returncode == 0, adopted.stderr
     assert "note: plan changed (--override-plan): starting at stage 2 'mixed'" in adopted.stderr
-    assert (out / "gpt2ish.simple.lmp").read_bytes() == simple_checkpoint  # not trained again
+    assert (out / "gpt2ish.stage-simple.lmp").read_bytes() == simple_checkpoint  # not trained again
     stats = load_stats(out / "gpt2ish.stats.jsonl")
     assert [r["stage"] for r in stats.train] == ["simple"] * 5 + ["mixed"] * 5
     assert [r["steps"] for r in stats.train] == list(range(1, 11))

@@ -215,14 +215,14 @@ def test_keep_last_and_stage_checkpoints(baseline: Path) -> None:
         assert components(path)["runner"]["state"]["step"] == step
     final = components(straight / "gpt2ish.lmp")
     for index, stage in enumerate(STAGES):
-        saved = components(straight / f"gpt2ish.{stage}.lmp")
+        saved = components(straight / f"gpt2ish.stage-{stage}.lmp")
         progress = saved["plan"]["state"]
         assert progress["stage_index"] == index + 1
         assert len(progress["completed"]) == index + 1
         assert progress["batcher"] is None
         last_step_of_stage = max(r["steps"] for r in train if r["stage"] == stage)
         assert saved["runner"]["state"]["step"] == last_step_of_stage
-    assert_bitwise_equal(components(straight / "gpt2ish.qa.lmp"), final)
+    assert_bitwise_equal(components(straight / "gpt2ish.stage-qa.lmp"), final)
 
 
 def validation_losses(plan_dir: Path, model: Path) -> dict[str, float]:
@@ -256,7 +256,7 @@ def test_reset_history_keeps_weights_and_restarts_progress(baseline: Path) -> No
 
 @pytest.mark.slow
 def test_initial_model_is_read_and_never_written(baseline: Path) -> None:
-    initial = baseline / "straight" / "gpt2ish.simple.lmp"
+    initial = baseline / "straight" / "gpt2ish.stage-simple.lmp"
     before = initial.read_bytes(), initial.stat().st_mtime_ns
     start = components(initial)["runner"]["state"]["step"]
     args = trainer_args("from_initial", "--initial-model", str(initial))
