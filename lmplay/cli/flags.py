@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import types
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmplay.errors import UsageError
+from lmplay.strict_json import loads_unique
 
 Sections = Mapping[str, type]
 
@@ -111,10 +111,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".toml":
         doc = _parse_toml(text, path)
     else:
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UsageError(f"--config {path}: not valid JSON: {error}") from None
+        doc = loads_unique(text, f"--config {path}")
     if not isinstance(doc, dict):
         raise UsageError(f"--config {path}: must be one object of flag names and values")
     return doc

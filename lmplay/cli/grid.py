@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmplay.errors import UsageError
@@ -31,6 +33,7 @@ from lmplay.grid.spec import GridSpec, load_grid
 from lmplay.grid.status import format_table, grid_status
 
 EXIT_USAGE = 2
+GRID_LOCK_NAME = ".lmp_grid.lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,20 +103,88 @@ def _main(args: argparse.Namespace) -> int:
         spec = load_grid(args.grid, trainer_flags())
         if args.out_root is not None:
             spec = dataclasses.replace(spec, out_root=args.out_root)
+        check_cells(spec)
+        check_out_root(spec, args.status or args.dry_run)
+        if args.status:
+            return _status(spec)
+        if args.dry_run:
+            for cell in spec.cells:
+                folder = spec.out_root / cell.name
+                print(" ".join(["lmp_trainer", *cell.args(), "--out-dir", str(folder)]))
+            return 0
+        check_devices(slots)
+        with grid_lock(spec):
+            hint = _status_hint(args)
+            return GridQueue(spec, slots, env=_cell_env(spec, slots), status_hint=hint).run()
     except UsageError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE
-    if args.status:
-        rows = grid_status(spec)
-        print(format_table(rows))
-        all_done = all(row.state == "finished" for row in rows)
-        return EXIT_ALL_FINISHED if all_done else EXIT_SOME_NOT_FINISHED
-    if args.dry_run:
-        for cell in spec.cells:
-            folder = spec.out_root / cell.name
-            print(" ".join(["lmp_trainer", *cell.args(), "--out-dir", str(folder)]))
-        return 0
-    return GridQueue(spec, slots, env=_cell_env(spec, slots)).run()
+
+
+def _status(spec: GridSpec) -> int:
+    rows = grid_status(spec)
+    print(format_table(rows))
+    all_done = all(row.state == "finished" for row in rows)
+    return EXIT_ALL_FINISHED if all_done else EXIT_SOME_NOT_FINISHED
+
+
+def _status_hint(args: argparse.Namespace) -> str:
+    """The command that shows this grid's table: every option that chose the grid's folder."""
+    words = ["lmp_grid", str(args.grid), "--status"]
+    if args.out_root is not None:
+        words += ["--out-root", str(args.out_root)]
+    return shlex.join(words)
+
+
+def check_cells(spec: GridSpec) -> None:
+    """No cell may choose its own checkpoint or folder, also not through a `--config` file:
+    it would then read or overwrite another cell's run."""
+    from lmplay.cli.flags import config_file_values
+    from lmplay.config import SECTIONS
+
+    checked: set[str] = set()
+    for cell in spec.cells:
+        config = cell.flag("config")
+        if not isinstance(config, str) or config in checked:
+            continue
+        checked.add(config)
+        values = config_file_values(Path(config), SECTIONS)
+        for dest, flag in (("io.model", "model"), ("io.out_dir", "out-dir")):
+            if values.get(dest) is not None:
+                raise UsageError(
+                    f"cell {cell.name}: its --config {config} sets '{flag}', which lmp_grid sets "
+                    "for each cell (so no cell reads or writes another's run); remove it there"
+                )
+
+
+def check_out_root(spec: GridSpec, read_only: bool) -> None:
+    """The output root is a folder (or can become one) where every cell's folder fits."""
+    from lmplay.train.preflight import check_writable_folder
+
+    root = spec.out_root
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--out-root {root}: is a file, not a folder")
+    if read_only:
+        return
+    longest = max((cell.name for cell in spec.cells), key=len)
+    check_writable_folder(root, longest, "--out-root")
+
+
+def check_devices(slots: list[str]) -> None:
+    from lmplay.train.preflight import check_device
+
+    for device in dict.fromkeys(slots):
+        check_device(device, "--devices")
+
+
+@contextmanager
+def grid_lock(spec: GridSpec) -> Iterator[None]:
+    """One `lmp_grid` per grid folder at a time: a second would start the same cells again."""
+    from lmplay.train.lock import hold_lock
+
+    spec.out_root.mkdir(parents=True, exist_ok=True)
+    with hold_lock(spec.out_root / GRID_LOCK_NAME, f"grid {spec.out_root}", "--out-root"):
+        yield
 
 
 def _cell_env(spec: GridSpec, slots: list[str]) -> dict[str, str]:

@@ -20,17 +20,22 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 from lmplay.grid.spec import Cell, GridSpec
-from lmplay.grid.status import LOG_NAME, cell_folder, cell_state, has_checkpoint, write_record
+from lmplay.grid.status import (
+    LOG_NAME,
+    cell_folder,
+    cell_state,
+    read_record,
+    write_final_record,
+    write_record,
+)
 
 EXIT_ALL_FINISHED = 0
 EXIT_SOME_NOT_FINISHED = 1
 EXIT_INTERRUPTED = 130
 POLL_SECONDS = 0.1
-_ERROR_PREFIX = "error:"
 
 
 @dataclass
@@ -53,6 +58,7 @@ class GridQueue:
         *,
         env: dict[str, str] | None = None,
         say: Callable[[str], None] | None = None,
+        status_hint: str | None = None,
     ) -> None:
         self.spec = spec
         self.slots = slots
@@ -61,6 +67,7 @@ class GridQueue:
         self.stop_signal: int | None = None
         self.running: dict[int, _Running] = {}
         self.index = {cell.name: i + 1 for i, cell in enumerate(spec.cells)}
+        self.status_hint = status_hint or f"lmp_grid {spec.source} --status"
 
     def run(self) -> int:
         todo = []
@@ -99,11 +106,13 @@ class GridQueue:
         folder.mkdir(parents=True, exist_ok=True)
         log_path = folder / LOG_NAME
         args = [*cell.args(), "--out-dir", str(folder), "--device", slot]
-        command = [sys.executable, "-m", "lmplay.cli.trainer", *args]
         with open(log_path, "ab") as log:
             offset = log.tell()
             log.write(f"$ lmp_trainer {' '.join(args)}\n".encode())
             log.flush()
+            # The cell's process runs lmp_trainer, then records how it ended (even without us).
+            cell_main = [sys.executable, "-m", "lmplay.cli.grid_cell", str(folder), str(offset)]
+            command = [*cell_main, "--", *args]
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -128,28 +137,25 @@ class GridQueue:
     def _finish(self, job: _Running, code: int) -> None:
         folder = cell_folder(self.spec, job.cell)
         seconds = time.monotonic() - job.started
-        record = {"pid": None, "device": job.slot, "args": job.process.args[3:], "exit_code": code}
         tag = self._tag(job.cell)
-        if code == 0:
-            write_record(folder, state="finished", error=None, **record)
+        record = read_record(folder)
+        if record.get("state") == "running" or record.get("exit_code") != code:
+            # The cell died before it could record its end (killed, or the interpreter crashed).
+            args = list(job.process.args[job.process.args.index("--") + 1 :])
+            write_final_record(folder, code, job.log_offset, args, stopped=job.signalled)
+            record = read_record(folder)
+        state = record.get("state")
+        if state == "finished":
             self.say(f"{tag} finished {job.cell.name} in {seconds:.1f} s")
-            return
-        stopped = job.signalled or code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
-        if stopped:
-            state = "interrupted" if has_checkpoint(folder) else "pending"
-            write_record(folder, state=state, error=None, **record)
+        elif state in ("interrupted", "pending"):
             self.say(f"{tag} {state} {job.cell.name} (exit {code}); rerun to resume")
-            return
-        error = last_error_line(folder / LOG_NAME, job.log_offset)
-        write_record(folder, state="failed", error=error, **record)
-        self.say(f"{tag} failed {job.cell.name} (exit {code}): {error}")
+        else:
+            self.say(f"{tag} failed {job.cell.name} (exit {code}): {record.get('error')}")
 
     def _summary(self) -> int:
         states = [cell_state(cell_folder(self.spec, c)) for c in self.spec.cells]
         done = states.count("finished")
-        self.say(
-            f"{done}/{len(states)} cells finished; status: lmp_grid {self.spec.source} --status"
-        )
+        self.say(f"{done}/{len(states)} cells finished; status: {self.status_hint}")
         if self.stop_signal is not None:
             self.say(f"stopped by {signal.Signals(self.stop_signal).name}; rerun to resume")
             return EXIT_INTERRUPTED
@@ -157,21 +163,6 @@ class GridQueue:
 
     def _tag(self, cell: Cell) -> str:
         return f"[{self.index[cell.name]}/{len(self.spec.cells)}]"
-
-
-def last_error_line(log: Path, offset: int = 0) -> str:
-    """The last `error:` line the attempt wrote after `offset`, else its last line (a traceback)."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    # tqdm redraws with carriage returns; the visible line is the text after the last one.
-    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
-    return (errors or lines or [""])[-1][:300]
 
 
 def device_slots(devices: str, jobs: int) -> list[str]:

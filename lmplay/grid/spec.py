@@ -26,19 +26,21 @@ which runs in the folder `lmp_grid` was started from.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmplay.errors import UsageError
+from lmplay.strict_json import loads_unique
 
 GRID_KEYS = {"name", "out_root", "base", "cross", "runs"}
 RUN_KEYS = {"name", "flags"}
 # Set by the queue for every cell (the folder and the device are the grid's to choose).
 RESERVED_FLAGS = {"out-dir", "device", "model"}
 DEFAULT_OUT_PARENT = Path("out_grid")
+MAX_CELLS = 100_000  # checked before any cell is built: a typo must not exhaust the memory
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -86,11 +88,9 @@ def load_grid(path: Path, known_flags: dict[str, bool] | None = None) -> GridSpe
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_unique(path.read_bytes(), str(path))
     except OSError as e:
         raise UsageError(f"{path}: cannot read grid file ({e.strerror or e})") from e
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise UsageError(f'{path}: a grid must be a JSON object with "base" and "cross"')
     _reject_unknown(doc, GRID_KEYS, str(path))
@@ -104,6 +104,17 @@ def load_grid(path: Path, known_flags: dict[str, bool] | None = None) -> GridSpe
     base = check.flags(doc.get("base", {}), "base")
     cross = _cross(doc.get("cross", {}), check)
     runs = _runs(doc.get("runs"), check)
+    if "cross" not in doc and "runs" not in doc:
+        raise UsageError(
+            f'{path}: a grid needs "cross" (lists of values to cross) or "runs" (named '
+            "variants); without either it is not a grid"
+        )
+    count = len(runs) * math.prod(len(values) for values in cross.values())
+    if count > MAX_CELLS:
+        raise UsageError(
+            f"{path}: the grid has {count:,} cells; at most {MAX_CELLS:,} are allowed (split it "
+            "into several grids)"
+        )
     cells = _cells(path, base, cross, runs)
     return GridSpec(name=name, out_root=Path(out_root), cells=tuple(cells), source=path)
 
@@ -163,7 +174,8 @@ def _cross(raw: Any, check: _FlagCheck) -> dict[str, list[str | bool]]:
         if not isinstance(values, list) or not values:
             raise UsageError(f"{check.path}: cross.{raw_key} must be a non-empty list of values")
         cross[key] = [check.value(key, v, f"cross.{raw_key}") for v in values]
-        if len(set(cross[key])) != len(cross[key]):
+        same = [_same_value(v) for v in values]
+        if len(set(same)) != len(same):
             raise UsageError(f"{check.path}: cross.{raw_key} lists a value twice: {values}")
     return cross
 
@@ -215,6 +227,18 @@ def _cells(
     if duplicates:
         raise UsageError(f"{path}: two cells would share the folder {duplicates[0]!r}")
     return cells
+
+
+def _same_value(value: Any) -> Any:
+    """What a crossed value means to lmp_trainer: `1` and `1.0` are one value, `"1"` too."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _short(value: str | bool) -> str:

@@ -1,8 +1,10 @@
 """What each cell of a grid is doing: its record file, its state, and the status table.
 
 A cell's folder holds its checkpoint and stats (written by `lmp_trainer`), `train.log` (the
-process's stdout and stderr) and `cell.json`, the queue's record of the last attempt, written
-atomically: `{"state", "exit_code", "error", "pid", "device", "args"}`.
+process's stdout and stderr) and `cell.json`, the record of the last attempt, written
+atomically: `{"state", "exit_code", "error", "pid", "device", "args"}`. The queue writes it
+`running` when the cell starts; the cell's own process (`lmplay.cli.grid_cell`) writes how it
+ended, so a cell that outlives a killed queue still records that it finished.
 
 States:
 - `pending`: never started, or stopped before its first checkpoint;
@@ -16,6 +18,7 @@ States:
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,14 @@ import orjson
 from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import UsageError
 from lmplay.grid.spec import Cell, GridSpec
+from lmplay.run_files import CHECKPOINT_SUFFIX
 from lmplay.stats.runs import RunStats, find_stats_files, load_stats
 
 RECORD_NAME = "cell.json"
 LOG_NAME = "train.log"
 STATES = ("pending", "running", "interrupted", "finished", "failed")
+STOPPED_CODES = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # saved and stopped on request
+_ERROR_PREFIX = "error:"
 
 
 def cell_folder(spec: GridSpec, cell: Cell) -> Path:
@@ -38,6 +44,40 @@ def cell_folder(spec: GridSpec, cell: Cell) -> Path:
 
 def write_record(folder: Path, **record: Any) -> None:
     atomic_write_bytes(folder / RECORD_NAME, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
+
+def write_final_record(
+    folder: Path, code: int, log_offset: int, args: list[str], stopped: bool = False
+) -> str:
+    """Record how an attempt that exited with `code` ended; its state. `stopped`: the queue
+    asked it to stop (any exit code then means interrupted, not failed)."""
+    device = args[args.index("--device") + 1] if "--device" in args[:-1] else None
+    record = {"pid": None, "device": device, "args": args, "exit_code": code}
+    if code == 0:
+        write_record(folder, state="finished", error=None, **record)
+        return "finished"
+    if stopped or code in STOPPED_CODES:
+        state = "interrupted" if has_checkpoint(folder) else "pending"
+        write_record(folder, state=state, error=None, **record)
+        return state
+    error = last_error_line(folder / LOG_NAME, log_offset)
+    write_record(folder, state="failed", error=error, **record)
+    return "failed"
+
+
+def last_error_line(log: Path, offset: int = 0) -> str:
+    """The last `error:` line the attempt wrote after `offset`, else its last line (a traceback)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # tqdm redraws with carriage returns; the visible line is the text after the last one.
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
+    return (errors or lines or [""])[-1][:300]
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -50,7 +90,7 @@ def read_record(folder: Path) -> dict[str, Any]:
 
 
 def has_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.glob("*.lmp"))
+    return folder.is_dir() and any(p.is_file() for p in folder.glob(f"*{CHECKPOINT_SUFFIX}"))
 
 
 def cell_state(folder: Path) -> str:

@@ -26,22 +26,28 @@ from pathlib import Path
 from lmplay.errors import UsageError
 from lmplay.run_files import RunFiles
 
-MARK = "lmplay run lock"  # the first line of every lock file lmplay writes
+MARK = "lmplay lock"  # the first line of every lock file lmplay writes
 
 
 @contextmanager
 def run_lock(files: RunFiles | str | Path) -> Iterator[Path]:
-    """Hold the lock of the run `files` names; UsageError naming the holder when another has it.
+    """Hold the lock of the run `files` names; UsageError naming the holder when another has it."""
+    if not isinstance(files, RunFiles):
+        files = RunFiles(Path(files))
+    with hold_lock(files.lock, str(files.checkpoint), "--model/--out-dir") as path:
+        yield path
+
+
+@contextmanager
+def hold_lock(path: Path, what: str, other: str) -> Iterator[Path]:
+    """Hold the lock file `path` guarding `what`; refusals suggest a different `other` flag.
 
     Folders created for the lock file, and the lock file itself, are removed at exit (the file
     while still locked, so no waiting process can lock a file that is no longer the path's).
     """
-    if not isinstance(files, RunFiles):
-        files = RunFiles(Path(files))
-    path = files.lock
     created = _make_parents(path.parent)
     try:
-        fd = _acquire(path, files.checkpoint)
+        fd = _acquire(path, what, other)
     except BaseException:
         _remove_empty(created)
         raise
@@ -54,12 +60,12 @@ def run_lock(files: RunFiles | str | Path) -> Iterator[Path]:
         _remove_empty(created)
 
 
-def _acquire(path: Path, checkpoint: Path) -> int:
+def _acquire(path: Path, what: str, other: str) -> int:
     while True:
         fd = _create(path)
         if fd is not None:
             return fd
-        fd = _open_existing(path, checkpoint)
+        fd = _open_existing(path, what, other)
         if fd is not None:
             return fd
         # The file went away between our create and open attempts (its holder ended): again.
@@ -85,7 +91,7 @@ def _create(path: Path) -> int | None:
         temp.unlink(missing_ok=True)
 
 
-def _open_existing(path: Path, checkpoint: Path) -> int | None:
+def _open_existing(path: Path, what: str, other: str) -> int | None:
     """Take over an existing lock file whose holder died; refuse one held, or not lmplay's."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -94,22 +100,22 @@ def _open_existing(path: Path, checkpoint: Path) -> int | None:
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise UsageError(
-                f"{path} is a symlink: lmplay's run lock is a file it creates itself; remove "
-                f"the link, or pass a different --model/--out-dir"
+                f"{path} is a symlink: lmplay's lock is a file it creates itself; remove the "
+                f"link, or pass a different {other}"
             ) from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode) or not _read(fd).startswith(MARK):
             raise UsageError(
-                f"{path} exists and is not an lmplay run lock; lmplay leaves it as it is: move "
-                "it away, or pass a different --model/--out-dir"
+                f"{path} exists and is not an lmplay lock; lmplay leaves it as it is: move it "
+                f"away, or pass a different {other}"
             )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
-                f"{checkpoint} is in use by {_holder(fd)} (lock {path}); wait for it to end, "
-                "or pass a different --model/--out-dir"
+                f"{what} is in use by {_holder(fd)} (lock {path}); wait for it to end, or "
+                f"pass a different {other}"
             ) from None
         if not _is_ours(path, fd):
             os.close(fd)  # its holder removed it between our open and our lock

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,46 @@ def test_stopped_grid_resumes_only_missing_cells_and_a_bad_cell_fails_alone(
         assert record["exit_code"] == 2 and record["error"].startswith(BAD_ERROR)
     stats = load_stats(tmp_path / "out" / "modern,seed=1" / "modern.stats.jsonl")
     assert stats.run == "modern,seed=1" and stats.meta["seed"] == 1
+
+
+def test_a_cell_that_outlives_its_killed_queue_records_that_it_finished(
+    tmp_path: Path, capsys
+) -> None:
+    one_stage_plan(tmp_path, documents=12)
+    doc = {"base": tiny_base(), "cross": {"seed": [3]}}
+    (tmp_path / "grid.json").write_text(json.dumps(doc), encoding="utf-8")
+    command = [sys.executable, "-m", "lmplay.cli.grid", "grid.json", "--out-root", "elsewhere"]
+    queue = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in queue.stdout:
+        if " start " in line:
+            break
+    cell = tmp_path / "elsewhere" / "seed=3"
+    pid = json.loads((cell / "cell.json").read_text())["pid"]
+    queue.kill()  # SIGKILL: the queue cannot record anything
+    queue.wait()
+    deadline = time.monotonic() + 120
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = json.loads((cell / "cell.json").read_text())
+    assert (record["state"], record["exit_code"]) == ("finished", 0)
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["grid.json", "--out-root", "elsewhere", "--status"]) == 0
+        assert " finished " in capsys.readouterr().out
+        assert main(["grid.json", "--out-root", "elsewhere"]) == 0  # nothing left to run
+    finally:
+        os.chdir(old)
+    out = capsys.readouterr().out
+    assert "skip seed=3: already finished" in out
+    assert "status: lmp_grid grid.json --status --out-root elsewhere" in out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A finished child of the killed queue may linger as a zombie until init reaps it.
+    state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    return state != "Z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 
 from lmplay.cli.grid import main, trainer_flags
 from lmplay.errors import UsageError
-from lmplay.grid.queue import device_slots, last_error_line
+from lmplay.grid.queue import device_slots
 from lmplay.grid.spec import load_grid
+from lmplay.grid.status import last_error_line
 
 
 def write_grid(folder: Path, doc: object, name: str = "grid.json") -> Path:
@@ -50,6 +52,12 @@ def test_cells_cross_every_list_for_every_named_run(tmp_path: Path) -> None:
     assert "--context-len" not in spec.cells[4].args()
 
 
+TEN_FLAGS = [
+    "seed", "max-steps", "batch-size", "mini-batch-size", "num-blocks", "embed-dim",
+    "num-heads", "context-len", "save-interval", "validation-interval",
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -61,6 +69,11 @@ def test_cells_cross_every_list_for_every_named_run(tmp_path: Path) -> None:
         ({"cross": {"seed": [0]}, "runs": [{"name": "a", "flags": {"seed": 1}}]}, "which cross"),
         ({"runs": [{"name": "a"}, {"name": "a"}]}, "runs: names must differ"),
         ({"crosss": {}}, "unknown key 'crosss'"),
+        ({"base": {"seed": 1}}, 'a grid needs "cross"'),
+        ({}, 'a grid needs "cross"'),
+        ({"cross": {"lr": [1, 1.0]}}, "cross.lr lists a value twice"),
+        ({"cross": {"lr": ["0.001", 1e-3]}}, "cross.lr lists a value twice"),
+        ({"cross": {flag: list(range(1, 11)) for flag in TEN_FLAGS}}, "10,000,000,000 cells"),
         ([1, 2], "a grid must be a JSON object"),
     ],
 )
@@ -70,7 +83,8 @@ def test_bad_grid_is_refused_naming_the_field(tmp_path: Path, doc: object, messa
 
 
 def test_cli_bad_grid_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
-    grid = write_grid(tmp_path, {"base": {"device": "cuda"}, "out_root": str(tmp_path / "out")})
+    doc = {"base": {"device": "cuda"}, "cross": {"seed": [0]}, "out_root": str(tmp_path / "out")}
+    grid = write_grid(tmp_path, doc)
     assert main([str(grid)]) == 2
     assert main([str(tmp_path / "missing.json")]) == 2
     assert main([str(grid), "--jobs", "0"]) == 2
@@ -117,3 +131,56 @@ def test_grid_and_aggregation_import_neither_torch_nor_the_trainer() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_duplicate_keys_in_a_grid_file_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "grid.json"
+    path.write_text('{"cross": {"seed": [0, 1]}, "base": {"lr": 1e-3, "lr": 2e-3}}')
+    with pytest.raises(UsageError, match="key 'lr' is given twice"):
+        load_grid(path, trainer_flags())
+
+
+def _cli(tmp_path: Path, doc: dict, *args: str) -> tuple[int, str]:
+    grid = write_grid(tmp_path, {"out_root": str(tmp_path / "out"), **doc})
+    code = main([str(grid), *args])
+    return code, grid
+
+
+@pytest.mark.parametrize("key", ["model", "out_dir", "out-dir"])
+def test_a_cell_whose_config_file_names_a_checkpoint_is_refused_before_any_cell_runs(
+    tmp_path: Path, capsys, key: str
+) -> None:
+    config = tmp_path / "cell.json"
+    config.write_text(json.dumps({key: str(tmp_path / "other" / "x.lmp")}))
+    code, _ = _cli(tmp_path, {"cross": {"seed": [0, 1]}, "base": {"config": str(config)}})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"its --config {config} sets" in err and "which lmp_grid sets for each cell" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_devices_and_out_roots_are_exit_2_before_any_cell_runs(tmp_path: Path, capsys) -> None:
+    grid = {"cross": {"seed": [0, 1]}}
+    assert _cli(tmp_path, grid, "--devices", "cuda:7")[0] == 2
+    assert _cli(tmp_path, grid, "--devices", "gpu0")[0] == 2
+    (tmp_path / "a_file").write_text("")
+    assert _cli(tmp_path, grid, "--out-root", str(tmp_path / "a_file"))[0] == 2
+    assert _cli(tmp_path, grid, "--out-root", str(tmp_path / "a_file" / "sub"))[0] == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("error: --") for line in err), err
+    assert "--devices 'gpu0' is not a torch device" in err[1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_lmp_grid_on_one_grid_is_refused_naming_the_first(tmp_path: Path, capsys) -> None:
+    from lmplay.cli.grid import GRID_LOCK_NAME
+    from lmplay.train.lock import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with hold_lock(out / GRID_LOCK_NAME, f"grid {out}", "--out-root"):
+        code, _ = _cli(tmp_path, {"cross": {"seed": [0, 1]}})
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"grid {out} is in use by process pid {os.getpid()}" in err
+    assert [p.name for p in out.iterdir()] == []  # no cell was started or marked

@@ -74,7 +74,7 @@ def test_lock_of_a_killed_process_does_not_block(
 def test_a_file_that_is_not_an_lmplay_lock_is_refused_and_kept(tmp_path: Path) -> None:
     files = RunFiles(tmp_path / "run.lmp")
     files.lock.write_text("another tool's lock\n")
-    with pytest.raises(UsageError, match="is not an lmplay run lock"), run_lock(files):
+    with pytest.raises(UsageError, match="is not an lmplay lock"), run_lock(files):
         pass
     assert files.lock.read_text() == "another tool's lock\n"
 
