@@ -138,6 +138,17 @@ class RunFiles:
         return self.checkpoint.with_name(self.stem + suffix)
 
 
+def runs_in(folder: Path) -> list[RunFiles]:
+    """The runs whose checkpoints lie in `folder` (not their best, step or stage copies)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}")):
+        if path.is_file() and not _DERIVED_STEM.search(path.stem):
+            found.append(RunFiles(path))
+    return found
+
+
 def stats_of(path: str | Path) -> Path:
     """The stats file of a checkpoint `path`, or `path` itself when it is not a checkpoint."""
     path = Path(path)

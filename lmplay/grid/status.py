@@ -28,7 +28,7 @@ import orjson
 from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import UsageError
 from lmplay.grid.spec import Cell, GridSpec
-from lmplay.run_files import CHECKPOINT_SUFFIX
+from lmplay.run_files import runs_in
 from lmplay.stats.runs import RunStats, find_stats_files, load_stats
 
 RECORD_NAME = "cell.json"
@@ -90,7 +90,8 @@ def read_record(folder: Path) -> dict[str, Any]:
 
 
 def has_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.glob(f"*{CHECKPOINT_SUFFIX}"))
+    """Whether a run in the cell's folder has saved (its checkpoint, not a copy of one)."""
+    return bool(runs_in(folder))
 
 
 def cell_state(folder: Path) -> str:
@@ -173,7 +174,11 @@ def format_table(rows: list[CellStatus]) -> str:
 
 
 def _stats(folder: Path) -> RunStats | str | None:
-    files, _ = find_stats_files([folder]) if folder.is_dir() else ([], [])
+    """The stats of the cell's run: beside its checkpoint, else any stats file in the folder
+    (a run stopped before its first checkpoint)."""
+    files = [run.stats for run in runs_in(folder) if run.stats.is_file()]
+    if not files and folder.is_dir():
+        files = find_stats_files([folder])[0]
     if not files:
         return None
     try:

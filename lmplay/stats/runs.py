@@ -52,11 +52,13 @@ from typing import Any
 import orjson
 
 from lmplay.errors import UsageError
+from lmplay.run_files import LEGACY_STATS_SUFFIX, stats_of
+from lmplay.run_files import STATS_SUFFIX as RUN_STATS_SUFFIX
 
 FORMAT = "lmplay-stats"
 VERSION = 2
-STATS_SUFFIX = ".stats.jsonl"
-LEGACY_SUFFIX = ".stats.json"  # format version 1: one JSON document
+STATS_SUFFIX = RUN_STATS_SUFFIX
+LEGACY_SUFFIX = LEGACY_STATS_SUFFIX  # format version 1: one JSON document
 STATS_SUFFIXES = (STATS_SUFFIX, LEGACY_SUFFIX)
 REQUIRED_KEYS = ("samples", "tokens", "loss")
 EVENT_KEYS = ("samples", "tokens", "steps")  # what every stop and generation record carries
@@ -258,8 +260,8 @@ def _load_document(path: Path, raw: bytes) -> RunStats:
 
 
 def find_stats_files(locations: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """Files named directly, plus `*.stats.jsonl` and `*.stats.json` found recursively under
-    folders.
+    """Files named directly (a checkpoint `X.lmp` names its stats `X.stats.jsonl`), plus
+    `*.stats.jsonl` and `*.stats.json` found recursively under folders.
 
     Returns `(files, missing)`: the files in a stable order without duplicates, and the
     locations that do not exist.
@@ -267,11 +269,12 @@ def find_stats_files(locations: Iterable[Path]) -> tuple[list[Path], list[Path]]
     files: list[Path] = []
     missing: list[Path] = []
     for location in map(Path, locations):
-        if location.is_dir():
-            found = (p for suffix in STATS_SUFFIXES for p in location.rglob(f"*{suffix}"))
+        named = stats_of(location)  # a checkpoint stands for its run's stats
+        if named.is_dir():
+            found = (p for suffix in STATS_SUFFIXES for p in named.rglob(f"*{suffix}"))
             files.extend(sorted(p for p in found if p.is_file()))
-        elif location.exists():
-            files.append(location)
+        elif named.exists():
+            files.append(named)
         else:
             missing.append(location)
     seen: set[Path] = set()

@@ -105,3 +105,15 @@ def test_find_stats_files_recurses_dedups_and_reports_missing(tmp_path: Path) ->
     files, missing = find_stats_files([tmp_path / "x", a, tmp_path / "gone"])
     assert sorted(files) == sorted([a, b]) and len(files) == 2
     assert missing == [tmp_path / "gone"]
+
+
+def test_a_checkpoint_path_stands_for_its_runs_stats(tmp_path: Path) -> None:
+    from lmplay.run_files import RunFiles
+    from lmplay.stats.runs import find_stats_files
+
+    files = RunFiles(tmp_path / "a" / "run.lmp")
+    files.folder.mkdir()
+    files.stats.write_text("{}\n")
+    assert find_stats_files([files.checkpoint]) == ([files.stats], [])
+    gone = tmp_path / "b" / "run.lmp"
+    assert find_stats_files([gone]) == ([], [gone])
