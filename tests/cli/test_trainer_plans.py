@@ -41,7 +41,7 @@ def test_three_stage_plan_runs_to_the_end(tmp_path: Path) -> None:
     assert "plan 'test' done" in result.stderr
     out = tmp_path / "out"
     for stage in ("simple", "mixed", "qa"):
-        assert (out / f"gpt2ish.{stage}.lmp").is_file(), stage
+        assert (out / f"gpt2ish.stage-{stage}.lmp").is_file(), stage
     progress = progress_of(out / "gpt2ish.lmp")
     assert progress["stage_index"] == 3 and len(progress["completed"]) == 3
     stats = load_stats(out / "gpt2ish.stats.jsonl")

@@ -195,7 +195,7 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
         out / "gpt2ish.stats.jsonl"
     )
     for stage in STAGES:
-        name = f"gpt2ish.{stage}.lmp"
+        name = f"gpt2ish.stage-{stage}.lmp"
         assert_bitwise_equal(components(straight / name), components(out / name))
     rolling = sorted(p.name for p in out.glob("gpt2ish.step*.lmp"))
     assert rolling == sorted(p.name for p in straight.glob("gpt2ish.step*.lmp"))
