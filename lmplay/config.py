@@ -41,7 +41,10 @@ class ModelConfig:
     embed_dim: int | None = _flag("embedding width (default: the experiment's size)")
     num_heads: int | None = _flag("attention heads (default: the experiment's size)")
     context_len: int | None = _flag("maximum tokens a sample holds (default: the experiment's)")
-    dropout: float = _flag("dropout probability inside the model", 0.0)
+    dropout: float | None = _flag(
+        "dropout probability inside the model (default: the checkpoint's or transformers "
+        "folder's, else 0)"
+    )
 
     def size_overrides(self) -> dict[str, int | None]:
         return {
@@ -111,6 +114,11 @@ class OptimConfig:
     ignore_optimizer: bool = _flag(
         "load weights only; start a fresh optimizer, its LR warmed up again from this step", False
     )
+    initial_model_optimizer: bool = _flag(
+        "with --initial-model: also take its optimizer state, if its parameters are exactly "
+        "this run's (default: a fresh optimizer)",
+        False,
+    )
 
     def weight_decay_value(self) -> float:
         if self.weight_decay is not None:
@@ -129,7 +137,8 @@ class RunIOConfig:
     )
     model: str | None = _flag("checkpoint to write and resume from (default: OUT_DIR/EXP.lmp)")
     initial_model: str | None = _flag(
-        "checkpoint to start from when --model does not exist yet; never written"
+        "checkpoint or transformers folder to start a new run from when --model does not exist "
+        "yet (steps, schedule and stats start at 0); never written"
     )
     reset_history: bool = _flag("keep the weights but restart plan progress and stats", False)
     save_interval: int = _flag("save every this many samples", 2048)
@@ -326,7 +335,7 @@ class RunConfig:
             raise UsageError(
                 f"--parallel {self.system.parallel}: choose one of {', '.join(PARALLELISMS)}"
             )
-        if not 0 <= self.model.dropout < 1:
+        if self.model.dropout is not None and not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")
         self._validate_lora()
         if (
@@ -423,6 +432,10 @@ def _check_combinations(cfg: RunConfig) -> None:
             f"--min-lr {optim.min_lr} exceeds --lr {optim.lr}; the decay must end at or below "
             "the peak"
         )
+    if optim.initial_model_optimizer and cfg.io.initial_model is None:
+        raise UsageError("--initial-model-optimizer needs --initial-model")
+    if optim.initial_model_optimizer and optim.ignore_optimizer:
+        raise UsageError("--initial-model-optimizer and --ignore-optimizer contradict each other")
     if system.amp_dtype != "auto" and not system.amp:
         raise UsageError(f"--amp-dtype {system.amp_dtype} needs --amp")
     if system.compile_mode is not None and not system.compile_model:

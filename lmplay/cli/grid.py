@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lmplay.cli import plain_warnings
 from lmplay.errors import UsageError
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
@@ -82,6 +83,7 @@ def trainer_flags() -> dict[str, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    plain_warnings.install()
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
