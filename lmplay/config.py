@@ -470,6 +470,43 @@ class GenerateConfig:
     device: str = _flag("torch device: cpu, cuda, cuda:1, mps, ...", "cpu")
 
 
+@dataclass
+class EvalConfig:
+    """`lmp_eval` flags (the checkpoint or transformers folder is its positional argument)."""
+
+    texts: str | None = _flag(
+        'score the texts of this file: a .jsonl file holds one {"text": ...} per line, any '
+        "other file is one text",
+        metavar="FILE",
+    )
+    training_plan: str | None = _flag(
+        "score the validation sets of this plan (built-in name or plan file), as lmp_trainer "
+        "validates",
+        metavar="PLAN",
+    )
+    set: str | None = _flag("only this validation set of --training-plan", metavar="NAME")
+    validation_samples: int | None = _flag(
+        "samples scored per set, as lmp_trainer's --validation-samples (default: 64 for a plan, "
+        "every sample of --texts)",
+        metavar="N",
+    )
+    validation_batch_size: int = _flag(
+        "samples per forward pass (a run validates with its --validation-batch-size, else "
+        "--mini-batch-size, else --batch-size)",
+        16,
+        metavar="N",
+    )
+    json: str | None = _flag(
+        'also write the figures to FILE as {SET: {"loss": ..., "perplexity": ..., "tokens": ...}}',
+        metavar="FILE",
+    )
+    device: str = _flag("torch device: cpu, cuda, cuda:1, mps, ...", "cpu")
+    data_workers: int | None = _flag("processes that tokenize a plan's datasets (default: 1)")
+
+
+EVAL_SECTIONS: dict[str, type] = {"eval": EvalConfig}
+
+
 PLOT_OUT_TYPES = ("png", "svg", "pdf")
 PLOT_BANDS = ("std", "minmax")  # how a seed group's spread is drawn around its mean
 # A validation record is already a mean over many samples, and there are few of them: a trailing
