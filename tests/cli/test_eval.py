@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     flags = [*RUN, "--training-plan", "plan.json", "--out-dir", "out"]
     code, err = train_in_process(folder, flags)
     assert code == 0 and "done at" in err, err
+    bars = [part for part in re.split(r"[\r\n]", err) if part.startswith("stage 1/1")]
+    assert "100%|" in bars[-1]  # the plan's documents ran out: the bar is full
     return folder
 
 

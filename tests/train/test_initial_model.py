@@ -58,6 +58,9 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     assert "warning" not in err.lower()
     components = load_checkpoint(new)["components"]
     assert components["runner"]["state"]["step"] == 6
+    bars = [part for part in re.split(r"[\r\n]", err) if part.startswith("stage 1/1")]
+    assert "100%|" in bars[-1] and "step=6/6" in bars[-1]  # --max-steps is the budget that binds
+    assert "lr=" in bars[-1] and "loss=" in bars[-1] and "tok_s=" in bars[-1]
     stats = load_stats(base / "out" / "fine.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5, 6]
     assert stats.train[0]["lr"] < stats.train[-1]["lr"]  # warmup started again at step 0
