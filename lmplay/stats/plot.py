@@ -5,7 +5,9 @@ matplotlib and numpy only (no torch), so plotting runs beside a training job. Fo
 asked) it writes:
 
 - `<metric>.<ext>`: one line per run (per run and validation set when there are several)
-  against tokens on a log x axis (train lines smoothed by a trailing moving average);
+  against tokens on a symlog x axis (linear from 0, so step 0 shows, log beyond; train lines
+  smoothed by a trailing moving average); a run whose metric is the same at every point is
+  stated in the figure (and `plots.json`) instead of drawn as a flat line;
 - `<metric>_diff.<ext>`: each run minus the target run, interpolated on the target's token
   grid, so runs are compared at equal tokens seen;
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
@@ -17,6 +19,7 @@ point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,32 +119,47 @@ def plot_groups(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = _colors([g.label for g in groups])
-    kinds = ["validation", "train"] if options.plot_train else ["validation"]
     written: list[Path] = []
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
-        for kind, metric in itertools.product(kinds, options.metrics):
-            window = options.window(kind)
-            bands = [
-                b
-                for g in groups
-                for name in (
-                    [None] if kind == "train" else sorted({n for r in g.runs for n in r.validation})
-                )
-                if (b := group_band(g, name, metric, band, window)) is not None
-            ]
-            if not bands:
-                continue
-            datasets = sorted({b.dataset for b in bands}, key=str)
-            spread = "±1 std" if band == "std" else "min to max"
-            title = f"{kind} {metric}: mean over seeds ({spread} shaded)"
-            figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
-            figure.legend_title = "group [set] (runs): last mean"
-            for b in bands:
-                figure.band(b)
-            stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
+        for stem, figure in group_figures(groups, options, band):
             written.append(figure.save(out_dir / f"{stem}.{options.out_type}", options.out_type))
     return written
+
+
+def group_figures(
+    groups: list[RunGroup], options: PlotOptions, band: str = "std"
+) -> list[tuple[str, _Figure]]:
+    """(file stem, figure) of each group plot, before saving; `figure.ax` holds the lines.
+
+    Each group's line ends at the mean of its runs' final values, so for validation loss the
+    legend's and the line's final value are summary.csv's `mean`.
+    """
+    colors = _colors([g.label for g in groups])
+    kinds = ["validation", "train"] if options.plot_train else ["validation"]
+    figures = []
+    for kind, metric in itertools.product(kinds, options.metrics):
+        window = options.window(kind)
+        bands = [
+            b
+            for g in groups
+            for name in (
+                [None] if kind == "train" else sorted({n for r in g.runs for n in r.validation})
+            )
+            if (b := group_band(g, name, metric, band, window)) is not None
+        ]
+        if not bands:
+            continue
+        datasets = sorted({b.dataset for b in bands}, key=str)
+        spread = "±1 std" if band == "std" else "min to max"
+        title = f"{kind} {metric}: mean over seeds ({spread} shaded; x: a seed's last record)"
+        figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
+        final = "final mean (summary.csv)" if (kind, metric) == ("validation", "loss") else ""
+        figure.legend_title = f"group [set] (runs): {final or 'final mean'}"
+        for b in bands:
+            figure.band(b)
+        stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
+        figures.append((stem, figure))
+    return figures
 
 
 def _plottable(
@@ -192,6 +210,7 @@ def _plot_metric(
         diffs = [difference(s, targets[s.dataset]) for s in smooth if s.dataset in targets]
         title = f"{kind} {metric}{on} minus {target} (at the target's tokens)"
         figure = _Figure(title, f"{metric} minus {target}", colors, datasets)
+        figure.state_constants = False  # a flat difference is a finding, not a dead metric
         for line in diffs:
             figure.line(line, emphasis=line.label == target)
         plots.append(("_diff", figure, diffs))
@@ -254,7 +273,7 @@ def _collect(labelled: list[tuple[str, RunStats]], kind: str, metric: str) -> li
         else:
             for name in sorted(run.validation):
                 lines.append(series_from_records(label, name, run.validation[name], metric))
-    return [s for s in lines if len(s)]
+    return [s for s in lines if len(s) and s.tokens[-1] > 0]
 
 
 def _colors(labels: list[str]) -> dict[str, Any]:
@@ -263,9 +282,12 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 class _Figure:
-    """One axes of metric against tokens (log x) with the legend outside on the right.
+    """One axes of metric against tokens with the legend outside on the right.
 
-    Legend entries end with each line's last value, so final results read off the legend.
+    The x axis is symlog: linear from 0 up to the first power of ten below the smallest
+    positive token count, log beyond, so step 0 is on the plot. Legend entries end with each
+    line's last value, so final results read off the legend. A line whose value never changes
+    is stated in a note on the axes instead of drawn (`state_constants`).
     """
 
     def __init__(
@@ -274,22 +296,40 @@ class _Figure:
         self.fig = Figure(figsize=(10, 6))
         self.ax = self.fig.add_subplot()
         self.ax.set_title(title)
-        self.ax.set_xlabel("tokens seen (log scale)")
         self.ax.set_ylabel(ylabel)
-        self.ax.set_xscale("log")
         self.ax.grid(True, which="major", alpha=0.3)
         self.colors = colors
         self.legend_title = "run: last value"
         self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
+        self.state_constants = True
+        self.constants: list[str] = []  # notes for the lines not drawn
+        self._smallest_x = math.inf  # smallest positive token count drawn
+
+    def _left_out(self, label: str, values: Any, spread: bool = False) -> bool:
+        """Whether the line is stated in a note instead of drawn: the same value at every point
+        (and no spread between the runs of a group)."""
+        flat = len(values) > 1 and bool((values == values[0]).all()) and not spread
+        if not (self.state_constants and flat):
+            return False
+        self.constants.append(f"{label}: {values[0]:.4g} at every point (not drawn)")
+        return True
+
+    def _note_x(self, tokens: Any) -> None:
+        positive = [float(t) for t in tokens if t > 0]
+        if positive:
+            self._smallest_x = min(self._smallest_x, min(positive))
 
     def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
         color = self.colors[series.label]
         style = self.styles[series.dataset]
         label = series.label if len(self.styles) == 1 else f"{series.label} [{series.dataset}]"
+        if not emphasis and self._left_out(label, series.values):
+            return
         if emphasis:
             label += " (target)"
         elif len(series):  # a diff without overlap with the target is empty
             label += f": {series.values[-1]:.4g}"
+        self._note_x(series.tokens)
         if raw is not None:
             self.ax.plot(raw.tokens, raw.values, color=color, ls=style, lw=0.8, alpha=0.25)
         width = 2.5 if emphasis else 1.5
@@ -304,15 +344,40 @@ class _Figure:
         color = self.colors[band.label]
         style = self.styles[band.dataset]
         on = "" if len(self.styles) == 1 else f" [{band.dataset}]"
-        label = f"{band.label}{on} (n={band.n}): {band.mean[-1]:.4g}"
+        name = f"{band.label}{on} (n={band.n})"
+        if self._left_out(name, band.mean, spread=bool((band.low != band.high).any())):
+            return
+        label = f"{name}: {band.mean[-1]:.4g}"
         marker = "o" if len(band.tokens) <= _MARKED_POINTS else None
+        self._note_x(band.tokens)
         self.ax.fill_between(band.tokens, band.low, band.high, color=color, alpha=0.2, lw=0)
         self.ax.plot(
             band.tokens, band.mean, color=color, ls=style, lw=1.5, label=label,
             marker=marker, markersize=3.5,
         )  # fmt: skip
+        if band.ends:  # a seed's records end here; past it the run holds its last value
+            ends = list(band.ends)
+            self.ax.plot(
+                band.tokens[ends], band.mean[ends], ls="none", marker="x", markersize=9,
+                color=color, label="_seed ends",
+            )  # fmt: skip
+
+    def _set_x_axis(self) -> None:
+        if math.isfinite(self._smallest_x):
+            threshold = 10 ** math.floor(math.log10(self._smallest_x))
+            self.ax.set_xscale("symlog", linthresh=threshold, linscale=0.5)
+            self.ax.set_xlim(left=0)
+            self.ax.set_xlabel(f"tokens seen (linear up to {threshold:g}, log scale beyond)")
+        else:
+            self.ax.set_xlabel("tokens seen")
 
     def save(self, path: Path, out_type: str) -> Path:
+        self._set_x_axis()
+        if self.constants:
+            self.ax.text(
+                0.01, 0.99, "\n".join(self.constants), transform=self.ax.transAxes, va="top",
+                fontsize="small", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+            )  # fmt: skip
         if self.ax.lines:
             self.ax.legend(
                 loc="upper left",
@@ -337,6 +402,7 @@ def _entry(
             "points": len(s),
             "first_tokens": int(s.tokens[0]) if len(s) else None,
             "last_tokens": int(s.tokens[-1]) if len(s) else None,
+            **({"constant": float(s.values[0])} if s.constant and not diff else {}),
         }
         for s in lines
     ]
