@@ -35,7 +35,9 @@ def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
 @dataclass
 class ModelConfig:
     exp: str = _flag(
-        "architecture to train, from the experiment registry ('list' prints them)", "gpt2ish"
+        "architecture to train: a registered name ('list' prints them) or hf:PATH, a local "
+        "transformers causal LM folder",
+        "gpt2ish",
     )
     num_blocks: int | None = _flag("transformer blocks (default: the experiment's size)")
     embed_dim: int | None = _flag("embedding width (default: the experiment's size)")

@@ -272,7 +272,8 @@ class Trainer:
         added = self.s.stats.add_stop(
             self._counters() | {"stage": stage, "reason": why.reason, "message": why.message}
         )
-        if added and why.reason not in ("epochs", "max_steps"):
+        # A pause (--max-steps, a signal) is said by _report_end: the stage has not ended.
+        if added and why.reason not in ("epochs", "max_steps", "interrupted"):
             tqdm.write(f"stage '{stage}' ended at {self._where()}: {why.message}", file=sys.stderr)
 
     def _record_pause(self, stop: StopRequest) -> None:
