@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
 import pytest
-from lmp_testing import cli_in_process, one_stage_plan, train_in_process
+from lmp_testing import cli_in_process, sentence, train_in_process, write_plan
 
 import lmplay
 from lmplay.errors import UsageError
@@ -20,7 +21,15 @@ RUN = [*SIZES, "--batch-size", "4", "--validation-samples", "6", "--device", "cp
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("run")
-    one_stage_plan(folder, documents=6)
+    rng = random.Random(0)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for _ in range(10):  # short documents: a few steps to the end of the plan
+            f.write(json.dumps({"text": f"{sentence(rng, 6)} {sentence(rng, 4)}"}) + "\n")
+    write_plan(
+        folder,
+        [{"name": "main", "datasets": ["corpus"], "epochs": 1}],
+        {"corpus": {"files": ["corpus.jsonl"], "validation_fraction": 0.3}},
+    )
     flags = [*RUN, "--training-plan", "plan.json", "--out-dir", "out"]
     code, err = train_in_process(folder, flags)
     assert code == 0 and "done at" in err, err

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan, train_in_process
+from lmp_testing import one_stage_plan, train_in_process
 
 from lmplay.stats.runs import load_stats
 from lmplay.train.checkpoint import load_checkpoint
 
+SIZES = ["--num-blocks", "1", "--embed-dim", "32", "--num-heads", "2", "--context-len", "32"]
 STEPS = ["--batch-size", "4", "--validation-interval", "1000", "--save-interval", "100000"]
+SMALL = [*STEPS, "--validation-samples", "4", "--device", "cpu", "--optimizer-warmup-steps", "4"]
 LORA = ["--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "qkv,gate,up"]
 
 
@@ -31,17 +33,17 @@ def readme_lora_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A modern model trained 8 steps: a checkpoint with optimizer, plan progress and stats."""
+    """A modern model trained 4 steps: a checkpoint with optimizer, plan progress and stats."""
     folder = tmp_path_factory.mktemp("base")
     one_stage_plan(folder, documents=24)
-    code, err = train_in_process(folder, base_flags(folder, "--max-steps", "8"))
+    code, err = train_in_process(folder, base_flags(folder, "--max-steps", "4"))
     assert code == 0, err
     return folder
 
 
 def base_flags(folder: Path, *extra: str) -> list[str]:
     plan = ["--training-plan", str(folder / "plan.json"), "--exp", "modern"]
-    return [*TINY_FLAGS, *STEPS, *plan, "--out-dir", str(folder / "out"), *extra]
+    return [*SIZES, *SMALL, *plan, "--out-dir", str(folder / "out"), *extra]
 
 
 def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> None:
@@ -50,7 +52,7 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     flags = ["--initial-model", str(source), "--model", str(new), "--max-steps", "6"]
     code, err = train_in_process(base, base_flags(base, *flags))
     assert code == 0, err
-    assert f"started from {source} (trained there for 8 steps)" in err
+    assert f"started from {source} (trained there for 4 steps)" in err
     assert "resumed from" not in err
     fresh = [line for line in err.splitlines() if "optimizer" in line and "fresh" in line]
     assert len(fresh) == 1 and "--initial-model-optimizer" in fresh[0]
@@ -64,7 +66,7 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     stats = load_stats(base / "out" / "fine.stats.jsonl")
     assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5, 6]
     assert stats.train[0]["lr"] < stats.train[-1]["lr"]  # warmup started again at step 0
-    assert stats.meta["initial_model"] == {"path": str(source), "step": 8}
+    assert stats.meta["initial_model"] == {"path": str(source), "step": 4}
     assert all(records[0]["steps"] == 0 for records in stats.validation.values())
 
 
@@ -115,8 +117,7 @@ def tiny_gpt2_folder(folder: Path, dropout: float) -> Path:
 
 def test_both_import_routes_keep_the_folders_dropout(base: Path, tmp_path: Path) -> None:
     folder = tiny_gpt2_folder(tmp_path / "gpt2", dropout=0.2)
-    small = [*STEPS, "--training-plan", str(base / "plan.json"), "--device", "cpu"]
-    small += ["--validation-samples", "4", "--max-steps", "1", "--no-packing"]
+    small = [*SMALL, "--training-plan", str(base / "plan.json"), "--max-steps", "1", "--no-packing"]
     routes = {
         "hf": ["--exp", f"hf:{folder}"],
         "import": ["--exp", "gpt2ish_tanh", "--initial-model", str(folder)],
@@ -150,9 +151,7 @@ def test_readme_lora_command_on_a_transformers_folder(base: Path, tmp_path: Path
     source = command[command.index("--initial-model") + 1]
     flags = [str(tmp_path / "llama") if a == source else a for a in command]
     flags = [str(tmp_path / "lora.lmp") if a.endswith("-lora.lmp") else a for a in flags]
-    small = [*STEPS, "--training-plan", str(base / "plan.json"), "--device", "cpu"]
-    code, err = train_in_process(
-        base, [*small, *flags, "--max-steps", "1", "--validation-samples", "4"]
-    )
+    small = [*SMALL, "--training-plan", str(base / "plan.json")]
+    code, err = train_in_process(base, [*small, *flags, "--max-steps", "1"])
     assert code == 0, err
     assert load_checkpoint(tmp_path / "lora.lmp")["components"]["runner"]["state"]["step"] == 1
