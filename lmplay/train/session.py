@@ -213,7 +213,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         run=cfg.run_name(),
         exp=exp,
         model=cfg.model_path().name,
-        meta=_stats_meta(cfg, plan, model_args, stored if from_initial else None, source),
+        meta=_stats_meta(cfg, plan, model_args, _provenance(stored, source, from_initial)),
         write=world.is_main,
     )
     schedule = _schedule(cfg)
@@ -222,6 +222,8 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     )
     checkpoint_map.entries["runner"].state_args["data"] = data
     checkpoint_map.entries["runner"].state_args["config"] = _effective_config(cfg, model_args)
+    if "initial_model" in stats.meta:  # kept by every later save, so a resume keeps saying it
+        checkpoint_map.entries["runner"].state_args["initial_model"] = stats.meta["initial_model"]
     checkpoint_map.entries["model"].state_args.update(experiment.state_args())
     if lora is not None:
         checkpoint_map.entries["model"].state_args["lora"] = lora.to_dict()
@@ -559,13 +561,9 @@ def _schedule(cfg: RunConfig) -> Schedule:
 
 
 def _stats_meta(
-    cfg: RunConfig,
-    plan: TrainingPlan,
-    args: ModelArgs,
-    initial: dict[str, Any] | None = None,
-    source: Path | None = None,
+    cfg: RunConfig, plan: TrainingPlan, args: ModelArgs, initial: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The run's description in its stats header; `initial`: what --initial-model held."""
+    """The run's description in its stats header; `initial`: the --initial-model it came from."""
     meta = {
         "plan": plan.name,
         "model_args": args.to_dict(),
@@ -575,11 +573,24 @@ def _stats_meta(
         "lr": cfg.optim.lr,
         "seed": cfg.data.seed,
     }
-    if initial is not None:  # provenance: this run's steps count from 0, the source's did not
-        runner_state = (initial.get("runner") or {}).get("state")
-        step = runner_state.get("step") if isinstance(runner_state, dict) else None
-        meta["initial_model"] = {"path": str(source), "step": step}
+    if initial is not None:
+        meta["initial_model"] = initial
     return meta
+
+
+def _provenance(
+    stored: dict[str, Any], source: Path | None, from_initial: bool
+) -> dict[str, Any] | None:
+    """{"path", "step"} of the --initial-model a run started from: read from the source at the
+    start (its step; None for a transformers folder), from the run's checkpoint on a resume."""
+    runner = stored.get("runner")
+    if not from_initial:
+        args = runner.get("state_args") if isinstance(runner, dict) else None
+        found = args.get("initial_model") if isinstance(args, dict) else None
+        return found if isinstance(found, dict) else None
+    state = runner.get("state") if isinstance(runner, dict) else None
+    step = state.get("step") if isinstance(state, dict) else None
+    return {"path": str(source), "step": step}
 
 
 def _effective_config(cfg: RunConfig, args: ModelArgs) -> dict[str, Any]:

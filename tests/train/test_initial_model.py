@@ -69,6 +69,13 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     assert stats.meta["initial_model"] == {"path": str(source), "step": 4}
     assert all(records[0]["steps"] == 0 for records in stats.validation.values())
 
+    code, err = train_in_process(base, base_flags(base, *flags[:-1], "8"))  # the same command
+    assert code == 0, err
+    assert f"resumed from {new} at step 6" in err
+    stats = load_stats(base / "out" / "fine.stats.jsonl")
+    assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert stats.meta["initial_model"] == {"path": str(source), "step": 4}
+
 
 def test_initial_model_optimizer_is_taken_only_when_parameters_match(
     base: Path, tmp_path: Path
