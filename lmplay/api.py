@@ -172,7 +172,13 @@ def _text_samples(texts: list[str], count: int, context_len: int) -> list[Any]:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise UsageError("texts must be a list of strings")
     rows = datasets.Dataset.from_dict({"prompt": [""] * len(texts), "truth": list(texts)})
-    documents = Documents([tokenize_documents(rows)])
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a few texts: no "tokenizing" bar in the caller's output
+    try:
+        documents = Documents([tokenize_documents(rows)])
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     return validation_samples(documents, count=count, context_len=context_len)
 
 
