@@ -19,7 +19,6 @@ point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write 
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +30,18 @@ matplotlib.use("Agg")
 
 import matplotlib.style
 import orjson
-from matplotlib.figure import Figure
 
 from lmplay.config import PLOT_AVERAGE_WINDOW, PLOT_OUT_TYPES, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.aggregate import Band, RunGroup, group_band
+from lmplay.stats.aggregate import RunGroup, group_band
+from lmplay.stats.figure import MetricFigure
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 
 OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
 MANIFEST_NAME = "plots.json"
-# Dates and software versions left out so identical inputs give identical bytes.
-_SAVE_METADATA: dict[str, dict[str, Any]] = {
-    "png": {"Software": None},
-    "svg": {"Date": None, "Creator": None},
-    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
-}
 _RC = {"svg.hashsalt": "lmplay", "figure.dpi": 100, "savefig.dpi": 100}
-_LINESTYLES = ("-", "--", ":", "-.")
-_MARKED_POINTS = 60  # series with at most this many points mark each measurement
 _YLABELS = {
     "loss": "loss (cross-entropy, nats per token)",
     "accuracy": "next-token accuracy",
@@ -128,7 +119,7 @@ def plot_groups(
 
 def group_figures(
     groups: list[RunGroup], options: PlotOptions, band: str = "std"
-) -> list[tuple[str, _Figure]]:
+) -> list[tuple[str, MetricFigure]]:
     """(file stem, figure) of each group plot, before saving; `figure.ax` holds the lines.
 
     Each group's line ends at the mean of its runs' final values, so for validation loss the
@@ -152,7 +143,7 @@ def group_figures(
         datasets = sorted({b.dataset for b in bands}, key=str)
         spread = "±1 std" if band == "std" else "min to max"
         title = f"{kind} {metric}: mean over seeds ({spread} shaded; x: a seed's last record)"
-        figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
+        figure = MetricFigure(title, _YLABELS.get(metric, metric), colors, datasets)
         final = "final mean (summary.csv)" if (kind, metric) == ("validation", "loss") else ""
         figure.legend_title = f"group [set] (runs): {final or 'final mean'}"
         for b in bands:
@@ -193,7 +184,7 @@ def _plot_metric(
     target: str,
     colors: dict[str, Any],
     options: PlotOptions,
-) -> list[tuple[str, _Figure, list[Series]]]:
+) -> list[tuple[str, MetricFigure, list[Series]]]:
     """(file suffix, figure, series drawn): the metric and, when the target has it, the diff."""
     window = options.window(kind)
     smooth = [s.smoothed(window) for s in lines]
@@ -201,7 +192,7 @@ def _plot_metric(
     on = f" on {datasets[0]}" if len(datasets) == 1 and datasets[0] is not None else ""
     title = f"{kind} {metric}{on}" + (f" (moving average of {window})" if window > 1 else "")
     ylabel = _YLABELS.get(metric, metric)
-    figure = _Figure(title, ylabel, colors, datasets)
+    figure = MetricFigure(title, ylabel, colors, datasets)
     for raw, line in zip(lines, smooth, strict=True):
         figure.line(line, raw=raw if options.plot_raw else None)
     plots = [("", figure, smooth)]
@@ -209,7 +200,7 @@ def _plot_metric(
     if targets:
         diffs = [difference(s, targets[s.dataset]) for s in smooth if s.dataset in targets]
         title = f"{kind} {metric}{on} minus {target} (at the target's tokens)"
-        figure = _Figure(title, f"{metric} minus {target}", colors, datasets)
+        figure = MetricFigure(title, f"{metric} minus {target}", colors, datasets)
         figure.state_constants = False  # a flat difference is a finding, not a dead metric
         for line in diffs:
             figure.line(line, emphasis=line.label == target)
@@ -279,117 +270,6 @@ def _collect(labelled: list[tuple[str, RunStats]], kind: str, metric: str) -> li
 def _colors(labels: list[str]) -> dict[str, Any]:
     palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
     return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
-
-
-class _Figure:
-    """One axes of metric against tokens with the legend outside on the right.
-
-    The x axis is symlog: linear from 0 up to the first power of ten below the smallest
-    positive token count, log beyond, so step 0 is on the plot. Legend entries end with each
-    line's last value, so final results read off the legend. A line whose value never changes
-    is stated in a note on the axes instead of drawn (`state_constants`).
-    """
-
-    def __init__(
-        self, title: str, ylabel: str, colors: dict[str, Any], datasets: list[str | None]
-    ) -> None:
-        self.fig = Figure(figsize=(10, 6))
-        self.ax = self.fig.add_subplot()
-        self.ax.set_title(title)
-        self.ax.set_ylabel(ylabel)
-        self.ax.grid(True, which="major", alpha=0.3)
-        self.colors = colors
-        self.legend_title = "run: last value"
-        self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
-        self.state_constants = True
-        self.constants: list[str] = []  # notes for the lines not drawn
-        self._smallest_x = math.inf  # smallest positive token count drawn
-
-    def _left_out(self, label: str, values: Any, spread: bool = False) -> bool:
-        """Whether the line is stated in a note instead of drawn: the same value at every point
-        (and no spread between the runs of a group)."""
-        flat = len(values) > 1 and bool((values == values[0]).all()) and not spread
-        if not (self.state_constants and flat):
-            return False
-        self.constants.append(f"{label}: {values[0]:.4g} at every point (not drawn)")
-        return True
-
-    def _note_x(self, tokens: Any) -> None:
-        positive = [float(t) for t in tokens if t > 0]
-        if positive:
-            self._smallest_x = min(self._smallest_x, min(positive))
-
-    def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
-        color = self.colors[series.label]
-        style = self.styles[series.dataset]
-        label = series.label if len(self.styles) == 1 else f"{series.label} [{series.dataset}]"
-        if not emphasis and self._left_out(label, series.values):
-            return
-        if emphasis:
-            label += " (target)"
-        elif len(series):  # a diff without overlap with the target is empty
-            label += f": {series.values[-1]:.4g}"
-        self._note_x(series.tokens)
-        if raw is not None:
-            self.ax.plot(raw.tokens, raw.values, color=color, ls=style, lw=0.8, alpha=0.25)
-        width = 2.5 if emphasis else 1.5
-        marker = "o" if len(series) <= _MARKED_POINTS else None
-        self.ax.plot(
-            series.tokens, series.values, color=color, ls=style, lw=width, label=label,
-            marker=marker, markersize=3.5,
-        )  # fmt: skip
-
-    def band(self, band: Band) -> None:
-        """A group's mean line, labelled with n and its last mean, over its shaded band."""
-        color = self.colors[band.label]
-        style = self.styles[band.dataset]
-        on = "" if len(self.styles) == 1 else f" [{band.dataset}]"
-        name = f"{band.label}{on} (n={band.n})"
-        if self._left_out(name, band.mean, spread=bool((band.low != band.high).any())):
-            return
-        label = f"{name}: {band.mean[-1]:.4g}"
-        marker = "o" if len(band.tokens) <= _MARKED_POINTS else None
-        self._note_x(band.tokens)
-        self.ax.fill_between(band.tokens, band.low, band.high, color=color, alpha=0.2, lw=0)
-        self.ax.plot(
-            band.tokens, band.mean, color=color, ls=style, lw=1.5, label=label,
-            marker=marker, markersize=3.5,
-        )  # fmt: skip
-        if band.ends:  # a seed's records end here; past it the run holds its last value
-            ends = list(band.ends)
-            self.ax.plot(
-                band.tokens[ends], band.mean[ends], ls="none", marker="x", markersize=9,
-                color=color, label="_seed ends",
-            )  # fmt: skip
-
-    def _set_x_axis(self) -> None:
-        if math.isfinite(self._smallest_x):
-            threshold = 10 ** math.floor(math.log10(self._smallest_x))
-            self.ax.set_xscale("symlog", linthresh=threshold, linscale=0.5)
-            self.ax.set_xlim(left=0)
-            self.ax.set_xlabel(f"tokens seen (linear up to {threshold:g}, log scale beyond)")
-        else:
-            self.ax.set_xlabel("tokens seen")
-
-    def save(self, path: Path, out_type: str) -> Path:
-        self._set_x_axis()
-        if self.constants:
-            self.ax.text(
-                0.01, 0.99, "\n".join(self.constants), transform=self.ax.transAxes, va="top",
-                fontsize="small", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
-            )  # fmt: skip
-        if self.ax.lines:
-            self.ax.legend(
-                loc="upper left",
-                bbox_to_anchor=(1.01, 1.0),
-                fontsize="small",
-                title=self.legend_title,
-                title_fontsize="small",
-            )
-        self.fig.savefig(
-            path, format=out_type, bbox_inches="tight", metadata=_SAVE_METADATA[out_type]
-        )
-        return path
 
 
 def _entry(
