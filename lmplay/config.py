@@ -1,5 +1,6 @@
 """Every setting of every command, its default and its flag: RunConfig (`lmp_trainer`) with its
-validation, GenerateConfig (`lmp_generator`) and PlotConfig (`lmp_plotstats`).
+validation, GenerateConfig (`lmp_generator`), EvalConfig (`lmp_eval`) and PlotConfig
+(`lmp_plotstats`).
 
 This is the only place defaults live. Each command builds its parser from these dataclasses
 (`lmplay.cli.flags`; each field's `help` metadata is its docstring), so a flag cannot drift from
