@@ -1,5 +1,6 @@
 """Every setting of every command, its default and its flag: RunConfig (`lmp_trainer`) with its
-validation, GenerateConfig (`lmp_generator`) and PlotConfig (`lmp_plotstats`).
+validation, GenerateConfig (`lmp_generator`), EvalConfig (`lmp_eval`) and PlotConfig
+(`lmp_plotstats`).
 
 This is the only place defaults live. Each command builds its parser from these dataclasses
 (`lmplay.cli.flags`; each field's `help` metadata is its docstring), so a flag cannot drift from
@@ -36,13 +37,18 @@ def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
 @dataclass
 class ModelConfig:
     exp: str = _flag(
-        "architecture to train, from the experiment registry ('list' prints them)", "gpt2ish"
+        "architecture to train: a registered name ('list' prints them) or hf:PATH, a local "
+        "transformers causal LM folder",
+        "gpt2ish",
     )
     num_blocks: int | None = _flag("transformer blocks (default: the experiment's size)")
     embed_dim: int | None = _flag("embedding width (default: the experiment's size)")
     num_heads: int | None = _flag("attention heads (default: the experiment's size)")
     context_len: int | None = _flag("maximum tokens a sample holds (default: the experiment's)")
-    dropout: float = _flag("dropout probability inside the model", 0.0)
+    dropout: float | None = _flag(
+        "dropout probability inside the model (default: the checkpoint's or transformers "
+        "folder's, else 0)"
+    )
 
     def size_overrides(self) -> dict[str, int | None]:
         return {
@@ -112,6 +118,11 @@ class OptimConfig:
     ignore_optimizer: bool = _flag(
         "load weights only; start a fresh optimizer, its LR warmed up again from this step", False
     )
+    initial_model_optimizer: bool = _flag(
+        "with --initial-model: also take its optimizer state, if its parameters are exactly "
+        "this run's (default: a fresh optimizer)",
+        False,
+    )
 
     def weight_decay_value(self) -> float:
         if self.weight_decay is not None:
@@ -134,7 +145,8 @@ class RunIOConfig:
         "named after it, beside it (default: OUT_DIR/EXP.lmp)"
     )
     initial_model: str | None = _flag(
-        "checkpoint to start from when --model does not exist yet; never written"
+        "checkpoint or transformers folder to start a new run from when --model does not exist "
+        "yet (steps, schedule and stats start at 0); never written"
     )
     reset_history: bool = _flag("keep the weights but restart plan progress and stats", False)
     save_interval: int = _flag("save every this many samples", 2048)
@@ -331,7 +343,7 @@ class RunConfig:
             raise UsageError(
                 f"--parallel {self.system.parallel}: choose one of {', '.join(PARALLELISMS)}"
             )
-        if not 0 <= self.model.dropout < 1:
+        if self.model.dropout is not None and not 0 <= self.model.dropout < 1:
             raise UsageError(f"--dropout {self.model.dropout} must be in [0, 1)")
         self._validate_lora()
         if (
@@ -436,6 +448,10 @@ def _check_combinations(cfg: RunConfig) -> None:
             f"--min-lr {optim.min_lr} exceeds --lr {optim.lr}; the decay must end at or below "
             "the peak"
         )
+    if optim.initial_model_optimizer and cfg.io.initial_model is None:
+        raise UsageError("--initial-model-optimizer needs --initial-model")
+    if optim.initial_model_optimizer and optim.ignore_optimizer:
+        raise UsageError("--initial-model-optimizer and --ignore-optimizer contradict each other")
     if system.amp_dtype != "auto" and not system.amp:
         raise UsageError(f"--amp-dtype {system.amp_dtype} needs --amp")
     if system.compile_mode is not None and not system.compile_model:
@@ -468,6 +484,43 @@ class GenerateConfig:
     )
     seed: int | None = _flag("make sampling reproducible")
     device: str = _flag("torch device: cpu, cuda, cuda:1, mps, ...", "cpu")
+
+
+@dataclass
+class EvalConfig:
+    """`lmp_eval` flags (the checkpoint or transformers folder is its positional argument)."""
+
+    texts: str | None = _flag(
+        'score the texts of this file: a .jsonl file holds one {"text": ...} per line, any '
+        "other file is one text",
+        metavar="FILE",
+    )
+    training_plan: str | None = _flag(
+        "score the validation sets of this plan (built-in name or plan file), as lmp_trainer "
+        "validates",
+        metavar="PLAN",
+    )
+    set: str | None = _flag("only this validation set of --training-plan", metavar="NAME")
+    validation_samples: int | None = _flag(
+        "samples scored per set, as lmp_trainer's --validation-samples (default: 64 for a plan, "
+        "every sample of --texts)",
+        metavar="N",
+    )
+    validation_batch_size: int = _flag(
+        "samples per forward pass (a run validates with its --validation-batch-size, else "
+        "--mini-batch-size, else --batch-size)",
+        16,
+        metavar="N",
+    )
+    json: str | None = _flag(
+        'also write the figures to FILE as {SET: {"loss": ..., "perplexity": ..., "tokens": ...}}',
+        metavar="FILE",
+    )
+    device: str = _flag("torch device: cpu, cuda, cuda:1, mps, ...", "cpu")
+    data_workers: int | None = _flag("processes that tokenize a plan's datasets (default: 1)")
+
+
+EVAL_SECTIONS: dict[str, type] = {"eval": EvalConfig}
 
 
 PLOT_OUT_TYPES = ("png", "svg", "pdf")

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lmplay.cli import plain_warnings
 from lmplay.errors import UsageError
 
 EXIT_USAGE = 2
@@ -53,6 +54,7 @@ def export(model_path: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_warnings.install()
     args = _parser().parse_args(argv)
     try:
         export(args.model, args.out_dir)

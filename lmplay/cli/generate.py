@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.cli.option_checks import validate_generate_args
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    plain_warnings.install()
     try:
         text = run(parse_args(argv))
     except UsageError as e:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from lmplay.cli import plain_warnings
 from lmplay.errors import UsageError
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
@@ -85,6 +86,7 @@ def trainer_flags() -> dict[str, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    plain_warnings.install()
     args = build_parser().parse_args(argv)
     try:
         return _main(args)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.cli.option_checks import validate_plot_out_dir
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    plain_warnings.install()
     try:
         args, values = parse_flags(build_parser(), PLOT_SECTIONS, argv)
         cfg = PlotConfig(**values["plot"])

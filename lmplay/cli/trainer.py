@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.config import SECTIONS, RunConfig
@@ -72,6 +73,7 @@ def _hold_exit_code(code: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    plain_warnings.install()
     if _under_torchrun():
         from lmplay.train.distributed import quiet_other_ranks
 

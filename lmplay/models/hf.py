@@ -24,7 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from lmplay.errors import UsageError
-from lmplay.models.hf_folder import HFFolder, config_from_dict, config_to_dict, read_folder
+from lmplay.models.hf_folder import (
+    DROPOUT_KEYS,
+    HFFolder,
+    config_dropout,
+    config_from_dict,
+    config_to_dict,
+    read_folder,
+    set_config_dropout,
+)
 from lmplay.models.modules import KVCache, segment_mask, start_position
 from lmplay.models.registry import SIZE_KEYS, Experiment, ModelArgs, check_model_contract
 
@@ -162,7 +170,7 @@ class HFExperiment(Experiment):
             raise UsageError(
                 f"{self.name}: its config has no max_position_embeddings; pass --context-len"
             )
-        return ModelArgs(**sizes, vocab_size=config.vocab_size)
+        return ModelArgs(**sizes, vocab_size=config.vocab_size, dropout=config_dropout(config))
 
     @property
     def packs_rows(self) -> bool:
@@ -171,13 +179,15 @@ class HFExperiment(Experiment):
         return self._probe["packs"]
 
     def build(self, args: ModelArgs) -> nn.Module:
-        if args.dropout:
-            raise UsageError(
-                f"--dropout {args.dropout}: {self.name} uses the dropout in its config.json"
-            )
         from transformers import AutoModelForCausalLM
 
         config = self.config()
+        # --dropout given: it replaces the config's
+        if args.dropout != config_dropout(config) and not set_config_dropout(config, args.dropout):
+            raise UsageError(
+                f"--dropout {args.dropout}: {self.name}'s config has no dropout setting "
+                f"({', '.join(DROPOUT_KEYS[:4])}, ...); drop the flag"
+            )
         dtype = {"dtype": torch.float32}
         if self.folder is not None and self.folder.weight_files:
             hf_model = AutoModelForCausalLM.from_pretrained(

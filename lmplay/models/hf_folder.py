@@ -88,6 +88,43 @@ def config_from_dict(raw: dict[str, Any]) -> Any:
     return CONFIG_MAPPING[raw["model_type"]].from_dict(values)
 
 
+# Where transformers configs keep dropout probabilities (GPT-2's three, Llama's one, others').
+DROPOUT_KEYS = (
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "attention_dropout",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "embed_dropout",
+    "dropout",
+)
+
+
+def config_dropout(config: Any) -> float:
+    """The config's dropout as one probability: the largest of its dropout settings (0 if none).
+
+    lmplay's models use one probability everywhere; GPT-2 configs hold the same value three
+    times, so nothing is lost for them.
+    """
+    values = [getattr(config, key, None) for key in DROPOUT_KEYS]
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(numbers, default=0.0)
+
+
+def set_config_dropout(config: Any, dropout: float) -> int:
+    """Every dropout setting the config has becomes `dropout` (--dropout given for hf:PATH);
+    returns how many settings there were."""
+    count = 0
+    for key in DROPOUT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            setattr(config, key, dropout)
+            count += 1
+    return count
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain JSON values only, so a checkpoint stays loadable with weights_only=True."""
     return json.loads(config.to_json_string(use_diff=False))

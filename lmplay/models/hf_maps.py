@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lmplay.errors import UsageError
 from lmplay.models.gpt2ish import GPT2ish
 from lmplay.models.gpt2ish_tanh import GPT2ishTanh
+from lmplay.models.hf_folder import config_dropout
 from lmplay.models.modern import Modern, ModernTied
 from lmplay.models.modules import swiglu_hidden
 from lmplay.models.registry import ModelArgs
@@ -290,6 +291,7 @@ def _gpt2_identity(config: Any, source: str) -> tuple[str, ModelArgs, Family]:
         num_heads=config.n_head,
         context_len=config.n_positions,
         vocab_size=config.vocab_size,
+        dropout=config_dropout(config),
     )
     return exp, args, FAMILIES[GPT2ishTanh if exp == "gpt2ish_tanh" else GPT2ish]
 
@@ -319,5 +321,6 @@ def _llama_identity(config: Any, source: str) -> tuple[str, ModelArgs, Family]:
         num_heads=heads,
         context_len=config.max_position_embeddings,
         vocab_size=config.vocab_size,
+        dropout=config_dropout(config),
     )
     return exp, args, FAMILIES[ModernTied if tied else Modern]

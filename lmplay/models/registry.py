@@ -155,7 +155,10 @@ def get_experiment(name: str, stored_state_args: Mapping[str, Any] | None = None
         return _REGISTRY[canonical_name(name)]
     except KeyError:
         choices = ", ".join(experiment_names())
-        raise UsageError(f"unknown --exp {name!r}; choose one of: {choices}") from None
+        raise UsageError(
+            f"unknown --exp {name!r} (a registered name, or hf:PATH for a local transformers "
+            f"causal LM folder); choose one of: {choices}"
+        ) from None
 
 
 def describe_experiments(overrides: Mapping[str, int | float | None] | None = None) -> str:

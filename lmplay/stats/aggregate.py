@@ -6,9 +6,12 @@ numpy only (no torch, no matplotlib). Definitions, so results can be checked by 
   are equal. A group's label names what differs between groups (`exp=modern`,
   `model_args.embed_dim=64`, ...), or the `exp` when every group agrees on everything else.
 - **Mean curve.** A group's runs are aligned on `samples` (the same for every seed of a run
-  configuration, unlike `tokens`, which depend on the data order); only the sample counts every
-  run of the group reached are kept, so each point averages the same n runs. Its x position is
-  the mean of the runs' tokens there. The `std` band is the mean ± one sample standard
+  configuration, unlike `tokens`, which depend on the data order), at every sample count some
+  run of the group reached. Each run is carried to the group's end: past its last record it
+  holds its last value (a sample count it skipped is interpolated), so every point averages
+  all n runs and the curve ends at the mean of the runs' final values, the table's value.
+  Where a run ends before the group does, the curve is marked. A point's x position is the
+  mean tokens of the runs that reached it. The `std` band is the mean ± one sample standard
   deviation (n - 1 in the denominator); the `minmax` band spans the lowest and highest run.
 - **Final validation loss.** Each run's last validation record with a finite loss, per
   validation set; a group reports mean, sample std (n - 1; empty when n = 1), min, max, n.
@@ -104,12 +107,13 @@ class Band:
     low: np.ndarray
     high: np.ndarray
     n: int
+    ends: tuple[int, ...] = ()  # indices of points where a run's records end, the last aside
 
 
 def group_band(
     group: RunGroup, dataset: str | None, metric: str, band: str = "std", window: int = 1
 ) -> Band | None:
-    """Mean and band over the group's runs at the sample counts every run reached.
+    """Mean and band over the group's runs, each carried to the group's end (module doc).
 
     `dataset` None means the train records. Each run's values are first smoothed by a
     trailing mean of `window` records. None when some run has no value for the metric there.
@@ -124,20 +128,22 @@ def group_band(
             return None
         samples, tokens, values = (np.array(column, dtype=np.float64) for column in zip(*points))
         per_run.append((samples, tokens, moving_average(values, window)))
-    common = per_run[0][0]
-    for samples, _, _ in per_run[1:]:
-        common = np.intersect1d(common, samples)
-    if not len(common):
-        return None
-    tokens = np.array([t[np.searchsorted(s, common)] for s, t, _ in per_run])
-    values = np.array([v[np.searchsorted(s, common)] for s, _, v in per_run])  # (runs, points)
+    grid = np.unique(np.concatenate([samples for samples, _, _ in per_run]))
+    # np.interp holds the first and last values outside a run's samples.
+    values = np.array([np.interp(grid, s, v) for s, _, v in per_run])  # (runs, points)
+    tokens = np.array([np.interp(grid, s, t) for s, t, _ in per_run])
+    reached = np.array([grid <= s[-1] for s, _, _ in per_run])  # (runs, points)
+    mean_tokens = (tokens * reached).sum(axis=0) / reached.sum(axis=0)
+    last = {int(np.searchsorted(grid, s[-1])) for s, _, _ in per_run} - {len(grid) - 1}
     mean = values.mean(axis=0)
     if band == "minmax":
         low, high = values.min(axis=0), values.max(axis=0)
     else:
         spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
         low, high = mean - spread, mean + spread
-    return Band(group.label, dataset, common, tokens.mean(axis=0), mean, low, high, len(values))
+    return Band(
+        group.label, dataset, grid, mean_tokens, mean, low, high, len(values), tuple(sorted(last))
+    )
 
 
 @dataclass(frozen=True)
@@ -196,12 +202,21 @@ class WelchResult:
     p: float | None
     note: str = ""
 
+    @property
+    def lower(self) -> str | None:
+        """The group with the lower mean final loss (None when they are equal)."""
+        if self.a.mean == self.b.mean:
+            return None
+        return self.a.group if self.a.mean < self.b.mean else self.b.group
+
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "a": self.a.group,
             "b": self.b.group,
-            "mean_difference": self.a.mean - self.b.mean,
+            "mean_difference": self.a.mean - self.b.mean,  # A - B
+            "difference_of": "a - b",
+            "lower": self.lower,
             "t": self.t,
             "df": self.df,
             "p": self.p,
@@ -289,13 +304,14 @@ def format_summary(table: Sequence[FinalLoss], tests: Sequence[WelchResult] = ()
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     for test in tests:
-        head = f"Welch's t-test on {test.dataset}: {test.a.group} vs {test.b.group}: "
+        head = f"Welch's t-test on {test.dataset}: A={test.a.group} vs B={test.b.group}: "
         if test.p is None:
             lines.append(head + test.note)
-        else:
-            diff = test.a.mean - test.b.mean
-            lines.append(head + f"difference {diff:+.4f}, t={test.t:.3f}, df={test.df:.2f}, "
-                         f"p={test.p:.4g}")  # fmt: skip
+            continue
+        diff = test.a.mean - test.b.mean
+        lower = "equal means" if test.lower is None else f"{test.lower} is lower"
+        lines.append(head + f"difference A - B {diff:+.4f} ({lower}), t={test.t:.3f}, "
+                     f"df={test.df:.2f}, p={test.p:.4g}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -363,8 +379,8 @@ def _points(records: Sequence[dict[str, Any]], metric: str) -> list[tuple[float,
     points = {}
     for record in records:
         value = record.get(metric)
-        # Tokens must be positive: the x axis is logarithmic, as in every lmplay plot.
-        if _is_number(value) and math.isfinite(value) and record["tokens"] > 0:
+        # Step 0 (no tokens yet) included: the plots' x axis is linear near 0, log beyond.
+        if _is_number(value) and math.isfinite(value) and record["tokens"] >= 0:
             points[float(record["samples"])] = (float(record["tokens"]), float(value))
     return [(s, t, v) for s, (t, v) in sorted(points.items())]
 

@@ -5,7 +5,9 @@ matplotlib and numpy only (no torch), so plotting runs beside a training job. Fo
 asked) it writes:
 
 - `<metric>.<ext>`: one line per run (per run and validation set when there are several)
-  against tokens on a log x axis (train lines smoothed by a trailing moving average);
+  against tokens on a symlog x axis (linear from 0, so step 0 shows, log beyond; train lines
+  smoothed by a trailing moving average); a run whose metric is the same at every point is
+  stated in the figure (and `plots.json`) instead of drawn as a flat line;
 - `<metric>_diff.<ext>`: each run minus the target run, interpolated on the target's token
   grid, so runs are compared at equal tokens seen;
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
@@ -28,26 +30,18 @@ matplotlib.use("Agg")
 
 import matplotlib.style
 import orjson
-from matplotlib.figure import Figure
 
 from lmplay.config import PLOT_AVERAGE_WINDOW, PLOT_OUT_TYPES, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.aggregate import Band, RunGroup, group_band
+from lmplay.stats.aggregate import RunGroup, group_band
+from lmplay.stats.figure import MetricFigure
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 
 OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
 MANIFEST_NAME = "plots.json"
-# Dates and software versions left out so identical inputs give identical bytes.
-_SAVE_METADATA: dict[str, dict[str, Any]] = {
-    "png": {"Software": None},
-    "svg": {"Date": None, "Creator": None},
-    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
-}
 _RC = {"svg.hashsalt": "lmplay", "figure.dpi": 100, "savefig.dpi": 100}
-_LINESTYLES = ("-", "--", ":", "-.")
-_MARKED_POINTS = 60  # series with at most this many points mark each measurement
 _YLABELS = {
     "loss": "loss (cross-entropy, nats per token)",
     "accuracy": "next-token accuracy",
@@ -116,32 +110,47 @@ def plot_groups(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = _colors([g.label for g in groups])
-    kinds = ["validation", "train"] if options.plot_train else ["validation"]
     written: list[Path] = []
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
-        for kind, metric in itertools.product(kinds, options.metrics):
-            window = options.window(kind)
-            bands = [
-                b
-                for g in groups
-                for name in (
-                    [None] if kind == "train" else sorted({n for r in g.runs for n in r.validation})
-                )
-                if (b := group_band(g, name, metric, band, window)) is not None
-            ]
-            if not bands:
-                continue
-            datasets = sorted({b.dataset for b in bands}, key=str)
-            spread = "±1 std" if band == "std" else "min to max"
-            title = f"{kind} {metric}: mean over seeds ({spread} shaded)"
-            figure = _Figure(title, _YLABELS.get(metric, metric), colors, datasets)
-            figure.legend_title = "group [set] (runs): last mean"
-            for b in bands:
-                figure.band(b)
-            stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
+        for stem, figure in group_figures(groups, options, band):
             written.append(figure.save(out_dir / f"{stem}.{options.out_type}", options.out_type))
     return written
+
+
+def group_figures(
+    groups: list[RunGroup], options: PlotOptions, band: str = "std"
+) -> list[tuple[str, MetricFigure]]:
+    """(file stem, figure) of each group plot, before saving; `figure.ax` holds the lines.
+
+    Each group's line ends at the mean of its runs' final values, so for validation loss the
+    legend's and the line's final value are summary.csv's `mean`.
+    """
+    colors = _colors([g.label for g in groups])
+    kinds = ["validation", "train"] if options.plot_train else ["validation"]
+    figures = []
+    for kind, metric in itertools.product(kinds, options.metrics):
+        window = options.window(kind)
+        bands = [
+            b
+            for g in groups
+            for name in (
+                [None] if kind == "train" else sorted({n for r in g.runs for n in r.validation})
+            )
+            if (b := group_band(g, name, metric, band, window)) is not None
+        ]
+        if not bands:
+            continue
+        datasets = sorted({b.dataset for b in bands}, key=str)
+        spread = "±1 std" if band == "std" else "min to max"
+        title = f"{kind} {metric}: mean over seeds ({spread} shaded; x: a seed's last record)"
+        figure = MetricFigure(title, _YLABELS.get(metric, metric), colors, datasets)
+        final = "final mean (summary.csv)" if (kind, metric) == ("validation", "loss") else ""
+        figure.legend_title = f"group [set] (runs): {final or 'final mean'}"
+        for b in bands:
+            figure.band(b)
+        stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
+        figures.append((stem, figure))
+    return figures
 
 
 def _plottable(
@@ -175,7 +184,7 @@ def _plot_metric(
     target: str,
     colors: dict[str, Any],
     options: PlotOptions,
-) -> list[tuple[str, _Figure, list[Series]]]:
+) -> list[tuple[str, MetricFigure, list[Series]]]:
     """(file suffix, figure, series drawn): the metric and, when the target has it, the diff."""
     window = options.window(kind)
     smooth = [s.smoothed(window) for s in lines]
@@ -183,7 +192,7 @@ def _plot_metric(
     on = f" on {datasets[0]}" if len(datasets) == 1 and datasets[0] is not None else ""
     title = f"{kind} {metric}{on}" + (f" (moving average of {window})" if window > 1 else "")
     ylabel = _YLABELS.get(metric, metric)
-    figure = _Figure(title, ylabel, colors, datasets)
+    figure = MetricFigure(title, ylabel, colors, datasets)
     for raw, line in zip(lines, smooth, strict=True):
         figure.line(line, raw=raw if options.plot_raw else None)
     plots = [("", figure, smooth)]
@@ -191,7 +200,8 @@ def _plot_metric(
     if targets:
         diffs = [difference(s, targets[s.dataset]) for s in smooth if s.dataset in targets]
         title = f"{kind} {metric}{on} minus {target} (at the target's tokens)"
-        figure = _Figure(title, f"{metric} minus {target}", colors, datasets)
+        figure = MetricFigure(title, f"{metric} minus {target}", colors, datasets)
+        figure.state_constants = False  # a flat difference is a finding, not a dead metric
         for line in diffs:
             figure.line(line, emphasis=line.label == target)
         plots.append(("_diff", figure, diffs))
@@ -254,77 +264,12 @@ def _collect(labelled: list[tuple[str, RunStats]], kind: str, metric: str) -> li
         else:
             for name in sorted(run.validation):
                 lines.append(series_from_records(label, name, run.validation[name], metric))
-    return [s for s in lines if len(s)]
+    return [s for s in lines if len(s) and s.tokens[-1] > 0]
 
 
 def _colors(labels: list[str]) -> dict[str, Any]:
     palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
     return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
-
-
-class _Figure:
-    """One axes of metric against tokens (log x) with the legend outside on the right.
-
-    Legend entries end with each line's last value, so final results read off the legend.
-    """
-
-    def __init__(
-        self, title: str, ylabel: str, colors: dict[str, Any], datasets: list[str | None]
-    ) -> None:
-        self.fig = Figure(figsize=(10, 6))
-        self.ax = self.fig.add_subplot()
-        self.ax.set_title(title)
-        self.ax.set_xlabel("tokens seen (log scale)")
-        self.ax.set_ylabel(ylabel)
-        self.ax.set_xscale("log")
-        self.ax.grid(True, which="major", alpha=0.3)
-        self.colors = colors
-        self.legend_title = "run: last value"
-        self.styles = {d: _LINESTYLES[i % len(_LINESTYLES)] for i, d in enumerate(datasets)}
-
-    def line(self, series: Series, *, raw: Series | None = None, emphasis: bool = False) -> None:
-        color = self.colors[series.label]
-        style = self.styles[series.dataset]
-        label = series.label if len(self.styles) == 1 else f"{series.label} [{series.dataset}]"
-        if emphasis:
-            label += " (target)"
-        elif len(series):  # a diff without overlap with the target is empty
-            label += f": {series.values[-1]:.4g}"
-        if raw is not None:
-            self.ax.plot(raw.tokens, raw.values, color=color, ls=style, lw=0.8, alpha=0.25)
-        width = 2.5 if emphasis else 1.5
-        marker = "o" if len(series) <= _MARKED_POINTS else None
-        self.ax.plot(
-            series.tokens, series.values, color=color, ls=style, lw=width, label=label,
-            marker=marker, markersize=3.5,
-        )  # fmt: skip
-
-    def band(self, band: Band) -> None:
-        """A group's mean line, labelled with n and its last mean, over its shaded band."""
-        color = self.colors[band.label]
-        style = self.styles[band.dataset]
-        on = "" if len(self.styles) == 1 else f" [{band.dataset}]"
-        label = f"{band.label}{on} (n={band.n}): {band.mean[-1]:.4g}"
-        marker = "o" if len(band.tokens) <= _MARKED_POINTS else None
-        self.ax.fill_between(band.tokens, band.low, band.high, color=color, alpha=0.2, lw=0)
-        self.ax.plot(
-            band.tokens, band.mean, color=color, ls=style, lw=1.5, label=label,
-            marker=marker, markersize=3.5,
-        )  # fmt: skip
-
-    def save(self, path: Path, out_type: str) -> Path:
-        if self.ax.lines:
-            self.ax.legend(
-                loc="upper left",
-                bbox_to_anchor=(1.01, 1.0),
-                fontsize="small",
-                title=self.legend_title,
-                title_fontsize="small",
-            )
-        self.fig.savefig(
-            path, format=out_type, bbox_inches="tight", metadata=_SAVE_METADATA[out_type]
-        )
-        return path
 
 
 def _entry(
@@ -337,6 +282,7 @@ def _entry(
             "points": len(s),
             "first_tokens": int(s.tokens[0]) if len(s) else None,
             "last_tokens": int(s.tokens[-1]) if len(s) else None,
+            **({"constant": float(s.values[0])} if s.constant and not diff else {}),
         }
         for s in lines
     ]

@@ -21,6 +21,11 @@ class Series:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def constant(self) -> bool:
+        """Whether every point holds the same value (a line that says nothing but the value)."""
+        return len(self) > 1 and bool(np.all(self.values == self.values[0]))
+
     def smoothed(self, window: int) -> Series:
         return Series(self.label, self.dataset, self.tokens, moving_average(self.values, window))
 
@@ -28,14 +33,14 @@ class Series:
 def series_from_records(
     label: str, dataset: str | None, records: Sequence[dict[str, Any]], metric: str
 ) -> Series:
-    """Points with a finite metric value and positive tokens (the x axis is logarithmic).
+    """Points with a finite metric value, step 0 (0 tokens) included, sorted by tokens.
 
     A record without the metric, or with `null` (a non-finite value), is left out.
     """
     points = [
         (float(r["tokens"]), float(r[metric]))
         for r in records
-        if isinstance(r.get(metric), (int, float)) and r["tokens"] > 0
+        if isinstance(r.get(metric), (int, float)) and r["tokens"] >= 0
     ]
     points = [(t, v) for t, v in points if np.isfinite(v)]
     tokens = np.array([t for t, _ in points], dtype=np.float64)

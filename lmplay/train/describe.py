@@ -35,7 +35,14 @@ def describe_session(session: Session, *, full: bool = False) -> str:
             f"data parallel: {s.world.size} ranks ({s.world.parallel}); each computes every "
             f"{s.world.size}th mini-batch of the global batch"
         )
-    if s.resumed_from is not None:
+    if s.started_from is not None:
+        initial = s.stats.meta.get("initial_model") or {}
+        at = f" (trained there for {initial['step']} steps)" if initial.get("step") else ""
+        lines.append(
+            f"started from {s.started_from}{at}: a new run, its steps, schedule and stats "
+            "count from 0"
+        )
+    elif s.resumed_from is not None:
         lines.append(
             f"resumed from {s.resumed_from} at step {s.runner.step}, stage "
             f"{min(s.progress.stage_index + 1, len(s.plan.stages))}/{len(s.plan.stages)}, "

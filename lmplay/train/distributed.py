@@ -332,10 +332,11 @@ def this_rank_rng_state(world: World, stored: dict[str, Any]) -> dict[str, Any] 
 
 
 def seed_rank(world: World, seed: int) -> None:
-    """Reseed torch on ranks other than 0 after the weights are built, so dropout masks differ
-    between ranks (the weights, drawn before, are the same everywhere)."""
-    if world.rank > 0:
-        torch.manual_seed((seed * 1_000_003 + world.rank) % 2**63)
+    """Reseed torch on every rank after the weights are built, so dropout masks differ between
+    ranks (the weights, drawn before, are the same everywhere) and depend on the seed alone, not
+    on how many draws building the model took: an `hf:` model and the same folder imported
+    into lmplay's twin architecture train with the same masks."""
+    torch.manual_seed((seed * 1_000_003 + world.rank) % 2**63)
 
 
 def quiet_other_ranks(env: dict[str, str] | None = None) -> None:

@@ -75,6 +75,7 @@ class Session:
     pack_len: int | None = None  # row length when short samples share rows; None: one per row
     experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
     world: World = SINGLE  # this process's rank among the torchrun ranks
+    started_from: Path | None = None  # --initial-model: a new run from these weights
 
 
 def _pack_len(
@@ -176,11 +177,11 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     notes: list[str] = []
     seed_everything(cfg.data.seed)
 
+    from_initial = source is not None and source != files.checkpoint
     exp, model_args = _model_identity(cfg, stored.get("model"), source)
     experiment = get_experiment(exp, (stored.get("model") or {}).get("state_args"))
     _check_fits(cfg, experiment, model_args, device, adapters_for(cfg, stored.get("model")))
     model = experiment.build(model_args)
-    from_initial = source is not None and source != files.checkpoint
     lora = attach_adapters(cfg, model, stored.get("model"), source, from_initial)
     if lora is not None:
         notes.append(lora.describe())
@@ -200,7 +201,9 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     data = dataset_fingerprints(plan.datasets)
     changed_data: set[str] = set()
     if load_progress is not None:  # the run goes on: what it trains on must not have changed
-        changed_data = _check_unchanged(cfg, stored.get("runner"), data, allowed, source, notes)
+        changed_data = _check_unchanged(
+            cfg, model_args, stored.get("runner"), data, allowed, source, notes
+        )
     optimizer, groups = build_optimizer(
         cfg.optim.optimizer,
         model,
@@ -214,7 +217,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         run=cfg.run_name(),
         exp=exp,
         model=files.checkpoint.name,
-        meta=_stats_meta(cfg, plan, model_args),
+        meta=_stats_meta(cfg, plan, model_args, _provenance(stored, source, from_initial)),
         write=world.is_main,
     )
     schedule = _schedule(cfg)
@@ -222,6 +225,9 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         cfg, exp, model_args, model, optimizer, groups, schedule, plan, progress, runner, stats
     )
     checkpoint_map.entries["runner"].state_args["data"] = data
+    checkpoint_map.entries["runner"].state_args["config"] = _effective_config(cfg, model_args)
+    if "initial_model" in stats.meta:  # kept by every later save, so a resume keeps saying it
+        checkpoint_map.entries["runner"].state_args["initial_model"] = stats.meta["initial_model"]
     checkpoint_map.entries["model"].state_args.update(experiment.state_args())
     if lora is not None:
         checkpoint_map.entries["model"].state_args["lora"] = lora.to_dict()
@@ -234,13 +240,18 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     adapt_checkpoint_map(checkpoint_map.entries, world, model, optimizer)
     keep_history = load_progress is not None
     if source is not None:
-        skip = _components_to_skip(cfg, stored, source, keep_history, notes)
+        fresh = _fresh_optimizer_reason(cfg, stored, model, groups) if from_initial else None
+        if fresh is not None:
+            notes.append(f"fresh optimizer: {fresh} ({source})")
+        skip = _components_to_skip(cfg, stored, source, keep_history, notes, fresh is not None)
         checkpoint_map.entries["plan"].load = load_progress
         notes.extend(checkpoint_map.load(stored, source, skip))
         _restart_stage_on_changed_data(progress, changed_data, notes)
     if not keep_history:
         stats.reset()
-    schedule = _restarted_warmup(schedule, checkpoint_map, runner, source, stored, cfg, notes)
+    schedule = _restarted_warmup(
+        schedule, checkpoint_map, runner, None if from_initial else source, stored, cfg, notes
+    )
     if cfg.io.reset_history and source is not None:
         notes.append("history reset: plan progress, counters and stats start over")
 
@@ -268,6 +279,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         best=best,
         files=files,
         world=world,
+        started_from=source if from_initial else None,
     )
 
 
@@ -315,10 +327,11 @@ def _components_to_skip(
     source: Path,
     keep_history: bool,
     notes: list[str],
+    fresh_optimizer: bool = False,
 ) -> set[str]:
     """What this run does not take from the checkpoint: a fresh optimizer, or fresh history."""
     skip: set[str] = set()
-    if cfg.optim.ignore_optimizer or "optimizer" not in stored:
+    if fresh_optimizer or cfg.optim.ignore_optimizer or "optimizer" not in stored:
         skip.add("optimizer")
     else:
         _check_optimizer_name(stored["optimizer"], cfg, source)
@@ -329,6 +342,38 @@ def _components_to_skip(
     # Checkpoints from before stop rules and best checkpoints: nothing fired, nothing ranked.
     skip.update(name for name in ("stop_rules", "best") if name not in stored)
     return skip
+
+
+def _fresh_optimizer_reason(
+    cfg: RunConfig, stored: dict[str, Any], model: nn.Module, groups: DecayGroups
+) -> str | None:
+    """Why a run from --initial-model starts a fresh optimizer; None: it takes the stored one.
+
+    Moments belong to parameters by position, so they are taken only when asked for and when
+    every parameter, its shape, and the decay groups are exactly this run's.
+    """
+    if "optimizer" not in stored:
+        return "--initial-model holds no optimizer state"
+    if not cfg.optim.initial_model_optimizer:
+        return (
+            "the optimizer state of --initial-model is dropped (--initial-model-optimizer "
+            "keeps it when the parameters match)"
+        )
+    state = (stored.get("model") or {}).get("state")
+    shapes = {k: tuple(v.shape) for k, v in state.items()} if isinstance(state, dict) else {}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored_args = stored["optimizer"].get("state_args") or {}
+    if shapes != ours or stored_args.get("groups") != groups.table():
+        return (
+            "--initial-model-optimizer: the parameters of --initial-model differ from this "
+            "run's (adapters, frozen or resized layers), its optimizer state is dropped"
+        )
+    if stored_args.get("name") != cfg.optim.optimizer:
+        return (
+            f"--initial-model-optimizer: --initial-model was trained with "
+            f"{stored_args.get('name')}, not {cfg.optim.optimizer}; its state is dropped"
+        )
+    return None
 
 
 def _restarted_warmup(
@@ -363,13 +408,14 @@ def _model_identity(
     if stored is None:
         experiment = get_experiment(cfg.model.exp)
         args = experiment.args(**cfg.model.size_overrides())
-        return cfg.model.exp, dataclasses.replace(args, dropout=cfg.model.dropout)
+        return cfg.model.exp, _with_dropout(args, cfg.model.dropout)
     exp = _stored_arg(stored, "exp", "model", source)
     raw_args = _stored_arg(stored, "model_args", "model", source)
     if not isinstance(raw_args, dict):
         raise CheckpointError(f"checkpoint {source}: component 'model' has malformed model_args")
-    # The resume check refuses a changed --dropout unless --allow-changed dropout accepts it.
-    args = dataclasses.replace(ModelArgs.from_dict(raw_args), dropout=cfg.model.dropout)
+    # Without --dropout the model keeps its own (a checkpoint's, or a transformers folder's);
+    # the resume check refuses a changed --dropout unless --allow-changed dropout accepts it.
+    args = _with_dropout(ModelArgs.from_dict(raw_args), cfg.model.dropout)
     if canonical_name(str(exp)) != canonical_name(cfg.model.exp):
         raise CheckpointError(
             f"checkpoint {source} holds a '{exp}' model but --exp is '{cfg.model.exp}'; "
@@ -385,6 +431,10 @@ def _model_identity(
     return exp, args
 
 
+def _with_dropout(args: ModelArgs, dropout: float | None) -> ModelArgs:
+    return args if dropout is None else dataclasses.replace(args, dropout=dropout)
+
+
 def _restart_stage_on_changed_data(
     progress: PlanProgress, changed: set[str], notes: list[str]
 ) -> None:
@@ -398,6 +448,7 @@ def _restart_stage_on_changed_data(
 
 def _check_unchanged(
     cfg: RunConfig,
+    model_args: ModelArgs,
     stored_runner: Any,
     data: dict[str, Any],
     allowed: set[str],
@@ -410,7 +461,7 @@ def _check_unchanged(
     stored_config = args.get("config")
     changes, changed_data = check_resume(
         stored_config if isinstance(stored_config, dict) else {},
-        cfg.to_dict(),
+        _effective_config(cfg, model_args),
         args.get("data"),
         data,
         allowed,
@@ -445,8 +496,8 @@ def _plan_and_progress(
     """The plan, its progress, and how to load the stored progress (None: the history restarts)."""
     plan = load_plan(cfg.data.training_plan)
     progress = PlanProgress(plan)
-    if stored is None or cfg.io.reset_history:
-        return plan, progress, None
+    if stored is None or cfg.io.reset_history or from_initial:
+        return plan, progress, None  # a run from --initial-model is a new run
     try:
         stored_plan = plan_from_checkpoint(stored["state_args"], origin="stored in the checkpoint")
     except (KeyError, TypeError) as error:
@@ -457,9 +508,6 @@ def _plan_and_progress(
     old, new = stored_plan.stage_fingerprints(), plan.stage_fingerprints()
     if old == new:
         return plan, progress, progress.load_state_dict
-    if from_initial:
-        notes.append(f"plan '{plan.name}' starts from the weights of --initial-model")
-        return plan, progress, None
     if not cfg.data.override_plan:
         first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), len(old))
         change = f"from stage {first + 1} on" if first < len(new) else "stages removed"
@@ -555,8 +603,11 @@ def _schedule(cfg: RunConfig) -> Schedule:
     )
 
 
-def _stats_meta(cfg: RunConfig, plan: TrainingPlan, args: ModelArgs) -> dict[str, Any]:
-    return {
+def _stats_meta(
+    cfg: RunConfig, plan: TrainingPlan, args: ModelArgs, initial: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's description in its stats header; `initial`: the --initial-model it came from."""
+    meta = {
         "plan": plan.name,
         "model_args": args.to_dict(),
         "batch_size": cfg.batch.batch_size,
@@ -565,3 +616,28 @@ def _stats_meta(cfg: RunConfig, plan: TrainingPlan, args: ModelArgs) -> dict[str
         "lr": cfg.optim.lr,
         "seed": cfg.data.seed,
     }
+    if initial is not None:
+        meta["initial_model"] = initial
+    return meta
+
+
+def _provenance(
+    stored: dict[str, Any], source: Path | None, from_initial: bool
+) -> dict[str, Any] | None:
+    """{"path", "step"} of the --initial-model a run started from: read from the source at the
+    start (its step; None for a transformers folder), from the run's checkpoint on a resume."""
+    runner = stored.get("runner")
+    if not from_initial:
+        args = runner.get("state_args") if isinstance(runner, dict) else None
+        found = args.get("initial_model") if isinstance(args, dict) else None
+        return found if isinstance(found, dict) else None
+    state = runner.get("state") if isinstance(runner, dict) else None
+    step = state.get("step") if isinstance(state, dict) else None
+    return {"path": str(source), "step": step}
+
+
+def _effective_config(cfg: RunConfig, args: ModelArgs) -> dict[str, Any]:
+    """The flags as this run applies them: --dropout resolved to the model's dropout."""
+    config = cfg.to_dict()
+    config["model"]["dropout"] = args.dropout
+    return config

@@ -23,6 +23,7 @@ from lmplay.train.checkpoint import (
 from lmplay.train.distributed import AgreedStop
 from lmplay.train.mfu import mfu, peak_flops
 from lmplay.train.optim import set_lr
+from lmplay.train.progress_bar import StageProgress
 from lmplay.train.sampling import generate_samples
 from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
@@ -79,6 +80,8 @@ class Trainer:
                         s.stop_rules.after_step(result.loss, self._epochs_done())
                         self._maybe_validate_and_save(len(batch.samples))
                         stop.sync()
+                    if self.batcher.finished or s.stop_rules.stop is not None:
+                        bar.finish()
                 ended_by = s.stop_rules.stop
                 if self.batcher.finished or ended_by is not None:
                     if not self._validated_at_this_step():
@@ -141,7 +144,7 @@ class Trainer:
         self._last_step_seconds = time.perf_counter() - started
         return result
 
-    def _record(self, result: StepResult, stage: str, bar: tqdm) -> None:
+    def _record(self, result: StepResult, stage: str, bar: StageProgress) -> None:
         s = self.s
         tokens_per_s = result.tokens / max(self._last_step_seconds, 1e-9)
         utilisation = self._mfu(tokens_per_s)  # None without a known peak (a CPU)
@@ -160,14 +163,14 @@ class Trainer:
                 **({} if utilisation is None else {"mfu": utilisation}),
             }
         )
-        bar.set_postfix(
+        bar.update(
+            self._documents_done(),
+            s.runner.step,
             loss=f"{result.loss:.3f}",
+            lr=f"{self._last_lr:.2e}",
             tok_s=f"{tokens_per_s:,.0f}",
-            tokens=f"{s.runner.tokens:,}",
             **({} if utilisation is None else {"mfu": f"{utilisation:.1%}"}),
         )
-        bar.n = self._documents_done()
-        bar.refresh()
         if time.monotonic() - self._last_flush > 30:
             s.stats.flush()
             self._last_flush = time.monotonic()
@@ -265,7 +268,8 @@ class Trainer:
         added = self.s.stats.add_stop(
             self._counters() | {"stage": stage, "reason": why.reason, "message": why.message}
         )
-        if added and why.reason not in ("epochs", "max_steps"):
+        # A pause (--max-steps, a signal) is said by _report_end: the stage has not ended.
+        if added and why.reason not in ("epochs", "max_steps", "interrupted"):
             tqdm.write(f"stage '{stage}' ended at {self._where()}: {why.message}", file=sys.stderr)
 
     def _record_pause(self, stop: StopRequest) -> None:
@@ -369,19 +373,17 @@ class Trainer:
         cursor = batcher.cursor
         return sum(batcher.epoch_length(e) for e in range(cursor.epoch)) + cursor.position
 
-    def _progress_bar(self, stage: str) -> tqdm:
+    def _progress_bar(self, stage: str) -> StageProgress:
         batcher = self.batcher
         assert batcher is not None
         total = sum(batcher.epoch_length(e) for e in range(math.ceil(batcher.epochs)))
         index = self.s.progress.stage_index + 1
-        return tqdm(
-            total=total,
-            initial=self._documents_done(),
-            desc=f"stage {index}/{len(self.s.plan.stages)} {stage}",
-            unit="doc",
-            mininterval=1.0,
-            file=sys.stderr,
-            dynamic_ncols=True,
+        return StageProgress(
+            f"stage {index}/{len(self.s.plan.stages)} {stage}",
+            total_documents=total,
+            documents_done=self._documents_done(),
+            step=self.s.runner.step,
+            max_steps=self.s.cfg.io.max_steps,
         )
 
     def _diverged(self, result: StepResult) -> None:

@@ -32,7 +32,7 @@ def plan_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--exp", "nonesuch"], "unknown --exp 'nonesuch'; choose one of: gpt2ish"),
+        (["--exp", "nonesuch"], "unknown --exp 'nonesuch' (a registered name, or hf:PATH"),
         (["--training-plan", "missing.json"], "--training-plan missing.json: no such file"),
         (["--training-plan", "broken.json"], "malformed JSON at line 1"),
         (["--batch-size", "4", "--mini-batch-size", "8"], "--mini-batch-size 8 is larger than"),

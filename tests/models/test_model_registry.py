@@ -39,7 +39,7 @@ def test_unknown_experiment_lists_every_valid_name():
     with pytest.raises(UsageError) as info:
         get_experiment("foo")
     msg = str(info.value)
-    assert msg.startswith("unknown --exp 'foo'; choose one of: ")
+    assert msg.startswith("unknown --exp 'foo' (a registered name, or hf:PATH for a local ")
     assert msg.endswith(", ".join(experiment_names()))
 
 

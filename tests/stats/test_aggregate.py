@@ -23,7 +23,9 @@ from lmplay.stats.aggregate import (
     group_runs,
     regularized_incomplete_beta,
     welch_t_test,
+    write_summary,
 )
+from lmplay.stats.plot import PlotOptions, group_figures, plot_runs
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.stats.runs import RunStats, load_stats
 
@@ -39,7 +41,7 @@ def write_run(
         path, run=f"{exp}-{seed}", exp=exp, model=f"{exp}.lmp", meta={**META, **(meta or {}),
                                                                        "seed": seed}
     )  # fmt: skip
-    rec.add_validation("a", {"samples": 0, "tokens": 0, "loss": 11.0})  # not drawn (log x)
+    rec.add_validation("a", {"samples": 0, "tokens": 0, "loss": 11.0})  # step 0
     for i, loss in enumerate(losses, start=1):
         record = {"samples": 8 * i, "tokens": 100 * i + 10 * seed, "steps": i, "loss": loss}
         rec.add_train({**record, "accuracy": 0.1 * i})
@@ -72,22 +74,27 @@ def test_runs_differing_only_by_seed_share_a_group(tmp_path: Path, runs) -> None
         find_group(groups, "modern")
 
 
-def test_mean_curve_and_bands_at_samples_every_run_reached(runs) -> None:
+def test_mean_curve_carries_each_run_to_the_groups_end(runs) -> None:
     gpt2ish = group_runs(runs)[0]
     band = group_band(gpt2ish, "a", "loss", "std")
     assert band is not None and band.n == 3
-    assert band.samples.tolist() == [8, 16]  # sample 24 only seed 2 reached; 0 has 0 tokens
-    assert band.tokens.tolist() == pytest.approx([110, 210])  # mean of 100/110/120, 200/...
-    assert band.mean.tolist() == pytest.approx([6.0, 4.0])
-    # sample std (n - 1): at 8 samples (6, 5, 7) -> 1; at 16 samples (4, 5, 3) -> 1
-    assert band.low.tolist() == pytest.approx([5.0, 3.0])
-    assert band.high.tolist() == pytest.approx([7.0, 5.0])
+    assert band.samples.tolist() == [0, 8, 16, 24]  # step 0 too; 24 only seed 2 reached
+    # mean tokens of the runs that reached each point: 0; 100/110/120; 200/...; seed 2's 320
+    assert band.tokens.tolist() == pytest.approx([0, 110, 210, 320])
+    # seeds 0 and 1 end at 16 samples and hold their last losses (4, 5) past it
+    assert band.mean.tolist() == pytest.approx([11.0, 6.0, 4.0, 10 / 3])
+    assert band.ends == (2,)  # where a seed's records end before the group's
+    # sample std (n - 1): 0 at step 0; (6, 5, 7) -> 1; (4, 5, 3) -> 1; (4, 5, 1) -> sqrt(13/3)
+    spread = [0.0, 1.0, 1.0, math.sqrt(13 / 3)]
+    assert band.low.tolist() == pytest.approx([m - d for m, d in zip(band.mean, spread)])
+    assert band.high.tolist() == pytest.approx([m + d for m, d in zip(band.mean, spread)])
     minmax = group_band(gpt2ish, "a", "loss", "minmax")
-    assert minmax.low.tolist() == [5.0, 3.0] and minmax.high.tolist() == [7.0, 5.0]
+    assert minmax.low.tolist() == [11.0, 5.0, 3.0, 1.0]
+    assert minmax.high.tolist() == [11.0, 7.0, 5.0, 5.0]
     train = group_band(gpt2ish, None, "accuracy", "std", window=2)
-    # trailing mean of 2 records per run: (0.1, 0.15) for every seed, so no spread
-    assert train.mean.tolist() == pytest.approx([0.1, 0.15])
-    assert train.high.tolist() == pytest.approx(train.low.tolist())
+    # trailing mean of 2 records per run: (0.1, 0.15) for every seed, seed 2 then 0.25
+    assert train.mean.tolist() == pytest.approx([0.1, 0.15, (0.15 + 0.15 + 0.25) / 3])
+    assert train.high[:2].tolist() == pytest.approx(train.low[:2].tolist())
     assert group_band(gpt2ish, "a", "word_accuracy") is None
 
 
@@ -141,7 +148,10 @@ def test_plotstats_writes_summary_group_plots_and_tidy_csv(tmp_path: Path, runs,
     assert code == 0
     printed = capsys.readouterr().out
     assert "exp=gpt2ish  a               3.3333 ± 2.0817          3" in printed
-    assert "Welch's t-test on a: exp=gpt2ish vs exp=modern: difference +0.8333" in printed
+    assert (
+        "Welch's t-test on a: A=exp=gpt2ish vs B=exp=modern: difference A - B +0.8333 "
+        "(exp=modern is lower)"
+    ) in printed
     assert (out / "groups_loss.png").stat().st_size > 0
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["welch"][0]["t"] == pytest.approx(0.640184, abs=1e-6)
@@ -172,3 +182,38 @@ def test_compare_unknown_group_is_one_line_exit_2_and_writes_nothing(
     err = capsys.readouterr().err.splitlines()
     assert err == ["error: --compare: unknown group 'nope'; groups: exp=gpt2ish; exp=modern"]
     assert not out.exists()
+
+
+def test_group_figure_ends_at_the_tables_values_with_step_0_shown(tmp_path: Path, runs) -> None:
+    groups = group_runs(runs)
+    table = final_losses(groups)
+    write_summary(tmp_path, groups, table)
+    with open(tmp_path / "summary.csv", encoding="utf-8") as f:
+        summary = {row["group"]: float(row["mean"]) for row in csv.DictReader(f)}
+    figures = dict(group_figures(groups, PlotOptions()))
+    axes = figures["groups_loss"].ax
+    drawn = {line.get_label(): line for line in axes.lines if not line.get_label().startswith("_")}
+    assert len(drawn) == len(summary) == 2
+    for label, line in drawn.items():
+        group = label.split(" (n=")[0]
+        assert line.get_ydata()[-1] == pytest.approx(summary[group], rel=1e-12)
+        assert label.endswith(f": {summary[group]:.4g}")  # the legend states the table's value
+        assert line.get_xdata()[0] == 0  # step 0 is on the plot
+    figures["groups_loss"].save(tmp_path / "groups_loss.png", "png")
+    assert axes.get_xscale() == "symlog"
+    (ends,) = [line for line in axes.lines if line.get_label() == "_seed ends"]
+    assert ends.get_ydata().tolist() == [4.0]  # gpt2ish: seeds 0 and 1 end at its mean of 4
+
+
+def test_a_constant_metric_is_stated_not_drawn(tmp_path: Path) -> None:
+    path = write_run(tmp_path, "gpt2ish", 0, [6.0, 4.0])
+    run = load_stats(path)
+    for record in run.validation["a"]:
+        record["word_accuracy"] = 0.0
+    plot_runs([run], tmp_path / "plots", PlotOptions())
+    manifest = orjson.loads((tmp_path / "plots" / "plots.json").read_bytes())
+    word = next(p for p in manifest["plots"] if p["file"] == "word_accuracy.png")
+    assert word["series"][0]["constant"] == 0.0
+    assert (
+        "constant" not in next(p for p in manifest["plots"] if p["file"] == "loss.png")["series"][0]
+    )

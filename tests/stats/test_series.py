@@ -42,12 +42,12 @@ def test_difference_is_on_the_target_grid_over_the_overlap() -> None:
 def test_series_from_records_sorts_and_skips_unplottable_points() -> None:
     records = [
         {"tokens": 300, "loss": 3.0},
-        {"tokens": 0, "loss": 9.0},  # log axis: no place for zero tokens
+        {"tokens": 0, "loss": 9.0},  # step 0: drawn on the linear part of the symlog axis
         {"tokens": 100, "loss": 1.0},
         {"tokens": 200, "loss": None},  # a non-finite loss, stored as null
         {"tokens": 250},  # metric absent
     ]
     s = series_from_records("r", "v", records, "loss")
-    np.testing.assert_array_equal(s.tokens, [100.0, 300.0])
-    np.testing.assert_array_equal(s.values, [1.0, 3.0])
+    np.testing.assert_array_equal(s.tokens, [0.0, 100.0, 300.0])
+    np.testing.assert_array_equal(s.values, [9.0, 1.0, 3.0])
     assert len(series_from_records("r", None, records, "accuracy")) == 0
