@@ -63,7 +63,7 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     bars = [part for part in re.split(r"[\r\n]", err) if part.startswith("stage 1/1")]
     assert "100%|" in bars[-1] and "step=6/6" in bars[-1]  # --max-steps is the budget that binds
     assert "lr=" in bars[-1] and "loss=" in bars[-1] and "tok_s=" in bars[-1]
-    stats = load_stats(base / "out" / "fine.stats.jsonl")
+    stats = load_stats(tmp_path / "fine.stats.jsonl")  # beside its checkpoint
     assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5, 6]
     assert stats.train[0]["lr"] < stats.train[-1]["lr"]  # warmup started again at step 0
     assert stats.meta["initial_model"] == {"path": str(source), "step": 4}
@@ -72,7 +72,7 @@ def test_max_steps_counts_from_zero_on_a_new_run(base: Path, tmp_path: Path) -> 
     code, err = train_in_process(base, base_flags(base, *flags[:-1], "8"))  # the same command
     assert code == 0, err
     assert f"resumed from {new} at step 6" in err
-    stats = load_stats(base / "out" / "fine.stats.jsonl")
+    stats = load_stats(tmp_path / "fine.stats.jsonl")  # beside its checkpoint
     assert [r["steps"] for r in stats.train] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert stats.meta["initial_model"] == {"path": str(source), "step": 4}
 
