@@ -25,6 +25,7 @@ from lmplay.plan.progress import PlanProgress
 from lmplay.plan.registry import load_plan, plan_from_checkpoint
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
+from lmplay.stats.trackers import Trackers
 from lmplay.train.adapters import attach_adapters
 from lmplay.train.best import BestCheckpoint, best_set_name
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
@@ -212,6 +213,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         model=cfg.model_path().name,
         meta=_stats_meta(cfg, plan, model_args),
         write=world.is_main,
+        trackers=Trackers.from_names(cfg.io.trackers(), cfg.model_path()),
     )
     schedule = _schedule(cfg)
     checkpoint_map = _checkpoint_map(
