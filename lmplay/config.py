@@ -529,6 +529,11 @@ class PlotConfig:
     csv: bool = _flag(
         "also write records.csv: every record of every run, one row per record", False
     )
+    to_tensorboard: str | None = _flag(
+        "instead of plotting, write each run as TensorBoard event files in a folder of DIR "
+        "named after the run (pip install 'lmplay[tensorboard]'); then: tensorboard --logdir DIR",
+        metavar="DIR",
+    )
 
 
 GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}

@@ -156,14 +156,16 @@ class StatsRecorder:
     def state_dict(self) -> dict[str, Any]:
         """Record counts and the file size they fill; flushes first, so they match the file."""
         self.flush()
-        return {
+        state = {
             "version": STATE_VERSION,
             "train_count": len(self._train),
             "validation_counts": {name: len(recs) for name, recs in self._validation.items()},
             "line_count": len(self._lines),
             "byte_size": self._size,
-            "trackers": self.trackers.state_dict(),
         }
+        if self.trackers.run_ids:  # W&B and MLflow runs that a resume goes on with
+            state["trackers"] = self.trackers.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: keep exactly the records the checkpoint counted, truncating the file there.

@@ -52,8 +52,9 @@ def tracker_paths(checkpoint: Path) -> TrackerPaths:
     )
 
 
-def check_installed(names: tuple[str, ...]) -> None:
-    """Refuse, before training, a tracker whose library is not importable."""
+def check_installed(names: tuple[str, ...], flag: str | None = None) -> None:
+    """Refuse, before any work, a tracker whose library is not importable; `flag` names the
+    option that asked for it (default: `--log-to NAME`)."""
     import importlib
 
     for name in names:
@@ -61,7 +62,8 @@ def check_installed(names: tuple[str, ...]) -> None:
             importlib.import_module(_PACKAGES[name])
         except ImportError:
             raise UsageError(
-                f"--log-to {name} needs the {_PACKAGES[name]} package: pip install 'lmplay[{name}]'"
+                f"{flag or f'--log-to {name}'} needs the {_PACKAGES[name]} package: "
+                f"pip install 'lmplay[{name}]'"
             ) from None
 
 
