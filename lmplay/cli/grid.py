@@ -4,6 +4,7 @@
     lmp_grid GRID.json --devices cuda:0,cuda:1          # one cell per GPU at a time
     lmp_grid GRID.json --devices cpu --jobs 2           # two cells at once on the CPU
     lmp_grid GRID.json --status                         # the table of cells
+    lmp_grid GRID.json --executor slurm --slurm-partition gpu --slurm-gpus-per-task 1
 
 Rerunning the same command skips finished cells and resumes interrupted ones. Exit codes: 0
 when every cell is finished, 1 when some cell failed or is not finished, 2 for a bad grid file
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lmplay.errors import UsageError
+from lmplay.grid.executors import EXECUTORS
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
     EXIT_INTERRUPTED,
@@ -64,9 +67,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print each cell's lmp_trainer command (the queue adds --device) and exit",
+        help="print each cell's lmp_trainer command (the queue adds --device) and exit; with "
+        "--executor slurm, the sbatch script first",
     )
+    _add_executor_flags(parser)
     return parser
+
+
+def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "executors (submitit-local and slurm: pip install 'lmplay[slurm]')"
+    )
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: the queue over --devices; submitit-local: every unfinished cell at once as "
+        "submitit local jobs; slurm: one Slurm job array, submitted without waiting "
+        "(default: local)",
+    )
+    group.add_argument("--slurm-partition", help="partition the array is submitted to")
+    group.add_argument(
+        "--slurm-time",
+        help="time limit of each array task: minutes or [DAYS-]HOURS:MINUTES[:SECONDS]; a task "
+        "out of time saves and is requeued (default: 24:00:00)",
+    )
+    group.add_argument(
+        "--slurm-gpus-per-task",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs of each cell; more than 1 runs the cell under torchrun (default: 0, the CPU)",
+    )
+    group.add_argument(
+        "--slurm-array-parallelism", type=int, metavar="N", help="array tasks running at once"
+    )
+    group.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line the sbatch script runs before the cell (repeat for more), e.g. "
+        "'source .venv/bin/activate'",
+    )
+    group.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=myproj or constraint=a100 (repeatable)",
+    )
 
 
 def trainer_flags() -> dict[str, bool]:
@@ -100,6 +150,9 @@ def _main(args: argparse.Namespace) -> int:
         spec = load_grid(args.grid, trainer_flags())
         if args.out_root is not None:
             spec = dataclasses.replace(spec, out_root=args.out_root)
+        given = [flag for flag, value in _slurm_flags(args).items() if value]
+        if given and args.executor != "slurm":
+            raise UsageError(f"{', '.join(given)}: only for --executor slurm")
     except UsageError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE
@@ -108,12 +161,68 @@ def _main(args: argparse.Namespace) -> int:
         print(format_table(rows))
         all_done = all(row.state == "finished" for row in rows)
         return EXIT_ALL_FINISHED if all_done else EXIT_SOME_NOT_FINISHED
+    if args.executor == "slurm" or (args.executor == "submitit-local" and not args.dry_run):
+        try:
+            return _submitit_executor(args, spec, slots)
+        except UsageError as error:
+            print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+            return EXIT_USAGE
     if args.dry_run:
         for cell in spec.cells:
             folder = spec.out_root / cell.name
             print(" ".join(["lmp_trainer", *cell.args(), "--out-dir", str(folder)]))
         return 0
     return GridQueue(spec, slots, env=_cell_env(spec, slots)).run()
+
+
+def _submitit_executor(args: argparse.Namespace, spec: GridSpec, slots: list[str]) -> int:
+    from lmplay.grid import executors
+
+    if args.executor == "submitit-local":
+        # Every cell starts at once: on the CPU they share its cores.
+        cores = _cell_env(spec, slots[:1] * len(spec.cells)).get("OMP_NUM_THREADS")
+        env = {} if cores is None else {"OMP_NUM_THREADS": cores}
+        return executors.run_with_submitit_local(spec, slots[0], env, _say)
+    options = executors.SlurmOptions(
+        partition=args.slurm_partition,
+        time_min=executors.parse_slurm_time(args.slurm_time)
+        if args.slurm_time
+        else executors.DEFAULT_SLURM_TIME_MIN,
+        gpus_per_task=_at_least(args.slurm_gpus_per_task, 0, "--slurm-gpus-per-task"),
+        array_parallelism=args.slurm_array_parallelism
+        and _at_least(args.slurm_array_parallelism, 1, "--slurm-array-parallelism"),
+        setup=tuple(args.slurm_setup),
+        extra=executors.parse_slurm_extra(args.slurm_extra),
+    )
+    if args.dry_run:
+        executors._submitit()
+        print(executors.sbatch_script(spec, options, len(spec.cells)))
+        for index, cell in enumerate(spec.cells):
+            task = executors.cell_task(spec, cell, options.device(), options.gpus_per_task)
+            print(f"# array task {index}: " + " ".join(map(shlex.quote, task.command)))
+        return 0
+    return executors.submit_to_slurm(spec, options, _say)
+
+
+def _slurm_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "--slurm-partition": args.slurm_partition,
+        "--slurm-time": args.slurm_time,
+        "--slurm-gpus-per-task": args.slurm_gpus_per_task,
+        "--slurm-array-parallelism": args.slurm_array_parallelism,
+        "--slurm-setup": args.slurm_setup,
+        "--slurm-extra": args.slurm_extra,
+    }
+
+
+def _at_least(value: int, low: int, flag: str) -> int:
+    if value < low:
+        raise UsageError(f"{flag} {value} must be at least {low}")
+    return value
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _cell_env(spec: GridSpec, slots: list[str]) -> dict[str, str]:

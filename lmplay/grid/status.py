@@ -16,6 +16,7 @@ States:
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def cell_state(folder: Path) -> str:
     state = record.get("state")
     if state in ("finished", "failed"):
         return state
-    if state == "running" and _alive(record.get("pid")):
+    if state == "running" and (_elsewhere(record) or _alive(record.get("pid"))):
         return "running"
     return "interrupted" if has_checkpoint(folder) else "pending"
 
@@ -156,6 +157,11 @@ def _loss(value: Any) -> str:
 
 def _number(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
+
+
+def _elsewhere(record: dict[str, Any]) -> bool:
+    """A cell running on another machine (a Slurm node): its process cannot be checked here."""
+    return record.get("host") not in (None, socket.gethostname())
 
 
 def _alive(pid: Any) -> bool:
