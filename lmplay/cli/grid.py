@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,30 +177,11 @@ def _main(args: argparse.Namespace) -> int:
 def _submitit_executor(args: argparse.Namespace, spec: GridSpec, slots: list[str]) -> int:
     from lmplay.grid import executors
 
-    if args.executor == "submitit-local":
-        # Every cell starts at once: on the CPU they share its cores.
-        cores = _cell_env(spec, slots[:1] * len(spec.cells)).get("OMP_NUM_THREADS")
-        env = {} if cores is None else {"OMP_NUM_THREADS": cores}
-        return executors.run_with_submitit_local(spec, slots[0], env, _say)
-    options = executors.SlurmOptions(
-        partition=args.slurm_partition,
-        time_min=executors.parse_slurm_time(args.slurm_time)
-        if args.slurm_time
-        else executors.DEFAULT_SLURM_TIME_MIN,
-        gpus_per_task=_at_least(args.slurm_gpus_per_task, 0, "--slurm-gpus-per-task"),
-        array_parallelism=args.slurm_array_parallelism
-        and _at_least(args.slurm_array_parallelism, 1, "--slurm-array-parallelism"),
-        setup=tuple(args.slurm_setup),
-        extra=executors.parse_slurm_extra(args.slurm_extra),
-    )
-    if args.dry_run:
-        executors._submitit()
-        print(executors.sbatch_script(spec, options, len(spec.cells)))
-        for index, cell in enumerate(spec.cells):
-            task = executors.cell_task(spec, cell, options.device(), options.gpus_per_task)
-            print(f"# array task {index}: " + " ".join(map(shlex.quote, task.command)))
-        return 0
-    return executors.submit_to_slurm(spec, options, _say)
+    # Every cell starts at once under submitit-local: on the CPU they share its cores.
+    cores = _cell_env(spec, slots[:1] * len(spec.cells)).get("OMP_NUM_THREADS")
+    env = {} if cores is None or args.executor != "submitit-local" else {"OMP_NUM_THREADS": cores}
+    options = executors.slurm_options(_slurm_flags(args))
+    return executors.run_executor(args.executor, spec, options, slots[0], env, args.dry_run, _say)
 
 
 def _slurm_flags(args: argparse.Namespace) -> dict[str, object]:
@@ -213,12 +193,6 @@ def _slurm_flags(args: argparse.Namespace) -> dict[str, object]:
         "--slurm-setup": args.slurm_setup,
         "--slurm-extra": args.slurm_extra,
     }
-
-
-def _at_least(value: int, low: int, flag: str) -> int:
-    if value < low:
-        raise UsageError(f"{flag} {value} must be at least {low}")
-    return value
 
 
 def _say(line: str) -> None:

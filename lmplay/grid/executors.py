@@ -17,6 +17,7 @@ GPUs (`--slurm-gpus-per-task N`, N > 1) runs under torchrun inside its task.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -119,6 +120,24 @@ def parse_slurm_extra(items: list[str]) -> dict[str, Any]:
             raise UsageError(f"--slurm-extra {item!r}: give KEY=VALUE (e.g. account=myproj) or KEY")
         extra[key] = value if has_value else True
     return extra
+
+
+def slurm_options(flags: dict[str, Any]) -> SlurmOptions:
+    """SlurmOptions from the `--slurm-*` flag values (None or empty: not given), checked."""
+    gpus, parallel = flags["--slurm-gpus-per-task"] or 0, flags["--slurm-array-parallelism"]
+    if gpus < 0:
+        raise UsageError(f"--slurm-gpus-per-task {gpus} must be at least 0")
+    if parallel is not None and parallel < 1:
+        raise UsageError(f"--slurm-array-parallelism {parallel} must be at least 1")
+    time = flags["--slurm-time"]
+    return SlurmOptions(
+        partition=flags["--slurm-partition"],
+        time_min=parse_slurm_time(time) if time else DEFAULT_SLURM_TIME_MIN,
+        gpus_per_task=gpus,
+        array_parallelism=parallel,
+        setup=tuple(flags["--slurm-setup"] or ()),
+        extra=parse_slurm_extra(list(flags["--slurm-extra"] or ())),
+    )
 
 
 class CellTask:
@@ -323,3 +342,26 @@ def sbatch_script(spec: GridSpec, options: SlurmOptions, cells: int) -> str:
         command=command, folder=folder, map_count=cells if cells > 1 else None,
         **options.parameters(),
     )  # fmt: skip
+
+
+def run_executor(
+    name: str,
+    spec: GridSpec,
+    options: SlurmOptions,
+    device: str,
+    env: dict[str, str],
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> int:
+    """`lmp_grid --executor submitit-local|slurm`; `--dry-run` prints the sbatch script and the
+    command of each array task instead of submitting."""
+    if name == "submitit-local":
+        return run_with_submitit_local(spec, device, env, say)
+    if dry_run:
+        _submitit()
+        say(sbatch_script(spec, options, len(spec.cells)))
+        for index, cell in enumerate(spec.cells):
+            task = cell_task(spec, cell, options.device(), options.gpus_per_task)
+            say(f"# array task {index}: " + " ".join(map(shlex.quote, task.command)))
+        return 0
+    return submit_to_slurm(spec, options, say)
