@@ -33,6 +33,7 @@ from typing import Any
 from lmplay.errors import UsageError
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
+    EXIT_INTERRUPTED,
     EXIT_SOME_NOT_FINISHED,
     cell_trainer_args,
     last_error_line,
@@ -320,15 +321,24 @@ def run_with_submitit_local(
         executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=SIGNAL_DELAY_S)
         jobs = executor.submit_array([cell_task(spec, cell, device, **env) for cell in todo])
         say(f"started {len(jobs)} cells as submitit local jobs")
-        for cell, job in zip(todo, jobs):
-            try:
-                state = job.result()
-            except Exception as error:  # the task itself failed (not its trainer)
-                state = f"failed ({' '.join(str(error).split())[:200]})"
-            say(f"{cell.name}: {state}")
+        try:
+            for cell, job in zip(todo, jobs):
+                say(f"{cell.name}: {_result(job)}")
+        except KeyboardInterrupt:
+            # The jobs share the terminal's process group: each trainer got the Ctrl+C too,
+            # and saves before it exits.
+            say("interrupted: every running cell saves and stops; rerun to resume")
+            return EXIT_INTERRUPTED
     done = sum(cell_state(cell_folder(spec, c)) == "finished" for c in spec.cells)
     say(f"{done}/{len(spec.cells)} cells finished; status: lmp_grid {spec.source} --status")
     return EXIT_ALL_FINISHED if done == len(spec.cells) else EXIT_SOME_NOT_FINISHED
+
+
+def _result(job: Any) -> str:
+    try:
+        return str(job.result())
+    except Exception as error:  # the task itself failed, not its trainer
+        return f"failed ({' '.join(str(error).split())[:200]})"
 
 
 def sbatch_script(spec: GridSpec, options: SlurmOptions, cells: int) -> str:

@@ -12,8 +12,8 @@ Resuming continues the same tracker run: the W&B and MLflow run ids travel in th
 (inside the stats component's state) and TensorBoard appends to the same folder. A resumed run
 logs only the records its checkpoint did not hold. Records that a crashed run logged past its
 last checkpoint are replayed by the resumed run: TensorBoard is told to drop them (a purge
-event at the resumed step), MLflow skips steps its history already holds, and W&B keeps the
-first of two values at a step it has already seen.
+event at the resumed step), MLflow skips steps its history already holds, and W&B ignores a
+step lower than the last one it holds.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from lmplay.errors import UsageError
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 _COUNTERS = ("tokens", "samples")
 _MLFLOW_KEY = re.compile(r"[^\w\-. /]")  # what MLflow refuses in a metric or param name
+_MLFLOW_BATCH = 1000  # metrics per log_batch call, MLflow's limit
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,11 @@ class WandbSink:
 
 
 class MlflowSink:
-    """An MLflow run in MLFLOW_TRACKING_URI, else in a file store `mlruns/` beside the run."""
+    """An MLflow run in MLFLOW_TRACKING_URI, else in a file store `mlruns/` beside the run.
+
+    Metrics are sent in batches when the stats file is flushed (every 30 s and at each save),
+    not one call per step: a remote server then costs the loop nothing.
+    """
 
     name = "mlflow"
 
@@ -320,6 +325,7 @@ class MlflowSink:
         self._client: Any = None
         self._run_id = ""
         self._logged: dict[str, int] | None = None  # metric -> last step held (a resumed run)
+        self._pending: list[Any] = []  # metrics not sent yet
 
     def start(self, run: TrackedRun) -> str:
         from mlflow.tracking import MlflowClient
@@ -331,7 +337,7 @@ class MlflowSink:
             uri = self.store.resolve().as_uri()
         self._client = MlflowClient(tracking_uri=uri)
         resumed = run.run_ids.get(self.name)
-        if resumed:
+        if resumed and self._exists(resumed):
             self._run_id = resumed
             self._client.update_run(resumed, status="RUNNING")
             self._logged = {}
@@ -354,9 +360,9 @@ class MlflowSink:
             Metric(_MLFLOW_KEY.sub("_", key), value, now, step)
             for key, value in line_metrics(line).items()
         ]
-        metrics = [m for m in metrics if step > self._held(m.key)]
-        if metrics:
-            self._client.log_batch(self._run_id, metrics=metrics)
+        self._pending += [m for m in metrics if step > self._held(m.key)]
+        if len(self._pending) >= _MLFLOW_BATCH:
+            self.flush()
         record = line.get("record", {})
         if line.get("kind") == "stop":
             self._client.set_tag(self._run_id, "stop_reason", record["reason"])
@@ -366,13 +372,26 @@ class MlflowSink:
             self._client.log_text(self._run_id, text[1], f"generations/step{step:08d}-{digest}.txt")
 
     def flush(self) -> None:
-        pass  # every call above is written when it returns
+        while self._pending:
+            batch, self._pending = self._pending[:_MLFLOW_BATCH], self._pending[_MLFLOW_BATCH:]
+            self._client.log_batch(self._run_id, metrics=batch)
 
     def close(self, exit_code: int) -> None:
         if self._client is not None:
+            self.flush()
             status = {0: "FINISHED", 130: "KILLED", 143: "KILLED"}.get(exit_code, "FAILED")
             self._client.set_terminated(self._run_id, status=status)
             self._client = None
+
+    def _exists(self, run_id: str) -> bool:
+        """Whether the store holds the stored run (another MLFLOW_TRACKING_URI may not)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def _held(self, key: str) -> int:
         """The last step of `key` the resumed run already holds (-1: none, or a new run)."""

@@ -174,8 +174,9 @@ def test_mlflow_skips_steps_a_crashed_run_already_logged(tmp_path: Path, monkeyp
 
     crashed = MlflowSink(tmp_path / "mlruns")
     run_id = crashed.start(TrackedRun("run", {"lr": 0.1}, first_step=0))
-    for step in range(1, 5):
+    for step in range(1, 5):  # the checkpoint holds steps 1-2; 3-4 are sent, then a crash
         crashed.log(train(step))
+    crashed.flush()
     resumed = MlflowSink(tmp_path / "mlruns")
     assert resumed.start(TrackedRun("run", {"lr": 0.1}, 3, {"mlflow": run_id})) == run_id
     for step in range(3, 6):
