@@ -140,7 +140,8 @@ class RunIOConfig:
     run_name: str | None = _flag("name of the run in stats and plots (default: the model name)")
     log_to: str | None = _flag(
         f"also log every record to these trackers, comma-separated: {', '.join(TRACKERS)} "
-        "(each needs its extra: pip install 'lmplay[NAME]'; the stats file is still written)"
+        "(each needs its extra: pip install 'lmplay[NAME]'; the stats file is still written)",
+        metavar="NAMES",
     )
 
     def trackers(self) -> tuple[str, ...]:

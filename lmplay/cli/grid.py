@@ -85,9 +85,12 @@ def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
         "submitit local jobs; slurm: one Slurm job array, submitted without waiting "
         "(default: local)",
     )
-    group.add_argument("--slurm-partition", help="partition the array is submitted to")
+    group.add_argument(
+        "--slurm-partition", metavar="NAME", help="partition the array is submitted to"
+    )
     group.add_argument(
         "--slurm-time",
+        metavar="TIME",
         help="time limit of each array task: minutes or [DAYS-]HOURS:MINUTES[:SECONDS]; a task "
         "out of time saves and is requeued (default: 24:00:00)",
     )

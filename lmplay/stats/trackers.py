@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tqdm import tqdm
+
 from lmplay.config import TRACKERS
 from lmplay.errors import UsageError
 
@@ -145,11 +147,10 @@ class Trackers:
         except Exception as error:  # a tracker must never stop training
             self.sinks.remove(sink)
             text = " ".join(str(error).split())[:200] or type(error).__name__
-            print(
+            tqdm.write(  # above the progress bar, not through it
                 f"warning: {sink.name} logging failed ({text}); it is off for the rest of this "
                 "run, the stats file is unaffected",
                 file=sys.stderr,
-                flush=True,
             )
             return None
 
