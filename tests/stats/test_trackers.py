@@ -1,15 +1,18 @@
 """--log-to: each tracker holds what the stats file holds, a resumed run goes on in the same
 tracker run without a duplicate step, and a tracker that fails never stops training.
 
-One tiny run with every installed tracker, paused by --max-steps and resumed, feeds the checks
-of each tracker; no network (W&B offline, MLflow in a file store beside the run).
+One tiny run with every installed tracker, stopped by a Ctrl+C and resumed, feeds the checks of
+each tracker; no network (W&B offline, MLflow in a file store beside the run).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import struct
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +23,17 @@ from lmp_testing import cli_in_process, one_stage_plan, train_in_process
 from lmplay.config import TRACKERS
 from lmplay.stats.runs import load_stats
 from lmplay.stats.trackers import MlflowSink, TensorBoardSink, TrackedRun, Trackers
+from lmplay.train import signals
 from lmplay.train.checkpoint import load_checkpoint
 
+PAUSE, END = 3, 5  # steps: the first run is interrupted at its save after PAUSE, then resumed
 FLAGS = [
     "--training-plan", "plan.json", "--out-dir", "out", "--device", "cpu",
     "--num-blocks", "1", "--embed-dim", "32", "--num-heads", "2", "--context-len", "32",
     "--batch-size", "8", "--validation-samples", "4", "--optimizer-warmup-steps", "2",
     "--validation-interval", "16", "--generate-every", "16", "--generate-tokens", "3",
-    "--generate-prompts", "The",
+    "--generate-prompts", "The", "--save-interval", str(8 * PAUSE),
 ]  # fmt: skip
-PAUSE, END = 3, 5  # steps: the first run stops (as an interrupt would), the resumed one ends
 INSTALLED = [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
 
 
@@ -62,6 +66,15 @@ class Exploding:
     start = log = flush = close = _fail
 
 
+class CtrlC:
+    """Stdin where the trainer's test hook waits (lmplay/train/signals.py): answers with a real
+    SIGINT to this process, as a user's Ctrl+C in the middle of a save."""
+
+    def readline(self) -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        return "\n"
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The run folder, the tracker run ids after the first and the resumed run, and the first
@@ -74,9 +87,14 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         real = Trackers.from_names
         with_exploding = lambda cls, *args: cls([*real(*args).sinks, Exploding()])  # noqa: E731
         monkeypatch.setattr(Trackers, "from_names", classmethod(with_exploding))
-        code, first_err = train_in_process(folder, [*FLAGS, *log_to, "--max-steps", str(PAUSE)])
-        assert code == 0, first_err
+        monkeypatch.setattr(signals, "_PAUSE_AT", "save:1")
+        monkeypatch.setattr(signals, "_pause_counts", Counter())
+        monkeypatch.setattr(sys, "stdin", CtrlC())
+        code, first_err = train_in_process(folder, [*FLAGS, *log_to])
+        assert code == 130, first_err
+        assert f"stopped by SIGINT at step {PAUSE}" in first_err
         first = run_ids(folder)
+        monkeypatch.setattr(signals, "_PAUSE_AT", None)
         monkeypatch.setattr(Trackers, "from_names", real)
         code, err = train_in_process(folder, [*FLAGS, *log_to, "--max-steps", str(END)])
         assert code == 0, err
