@@ -1,9 +1,9 @@
 """TensorBoard, Weights & Biases and MLflow sinks, fed by the StatsRecorder as records arrive.
 
 The stats file stays the one source of truth: a tracker gets a copy of each record line (train,
-validation, stop, generation) with the optimizer step as its step, `tokens` and `samples` as
-metrics beside it (W&B can plot against either), the stats `meta` as hyperparameters and the
-generated samples as text. Only the rank that writes the stats file logs.
+validation, stop, generation) with the optimizer step as its step, `progress/tokens` and
+`progress/samples` as metrics beside it (W&B can plot against either), the stats `meta` as
+hyperparameters and the generated samples as text. Only the rank that writes the stats file logs.
 
 A sink that raises warns once, on one line, and is off for the rest of the run: training never
 stops because of a tracker. Each library is imported when its sink starts, never at import.
@@ -170,7 +170,8 @@ def flat_hparams(meta: dict[str, Any], prefix: str = "") -> dict[str, bool | int
 
 
 def line_metrics(line: dict[str, Any]) -> dict[str, float]:
-    """A train or validation line's numbers: `train/loss`, `validation/<set>/loss`, `tokens`..."""
+    """A train or validation line's numbers: `train/loss`, `validation/<set>/loss`,
+    `progress/tokens`..."""
     kind, record = line.get("kind"), line.get("record", {})
     if kind == "train":
         prefix = "train/"
@@ -178,7 +179,9 @@ def line_metrics(line: dict[str, Any]) -> dict[str, float]:
         prefix = f"validation/{line['set']}/"
     else:
         return {}
-    metrics = {key: float(record[key]) for key in _COUNTERS if _number(record.get(key))}
+    metrics = {
+        f"progress/{key}": float(record[key]) for key in _COUNTERS if _number(record.get(key))
+    }
     for key, value in record.items():
         if key not in (*_COUNTERS, "steps") and _number(value):
             metrics[prefix + key] = float(value)
