@@ -21,6 +21,7 @@ import pytest
 from lmp_testing import cli_in_process, one_stage_plan, train_in_process
 
 from lmplay.config import TRACKERS
+from lmplay.stats.recorder import StatsRecorder
 from lmplay.stats.runs import load_stats
 from lmplay.stats.trackers import MlflowSink, TensorBoardSink, TrackedRun, Trackers
 from lmplay.train import signals
@@ -284,3 +285,59 @@ def test_an_unknown_tracker_is_refused(tmp_path: Path) -> None:
         "--log-to 'tensorboard,neptune': neptune; choose from tensorboard, wandb, mlflow"
         in result.stderr
     )
+
+
+class Recording:
+    """A tracker that keeps what it is given."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.runs: list[TrackedRun] = []
+        self.lines: list[dict[str, Any]] = []
+
+    def start(self, run: TrackedRun) -> str:
+        self.runs.append(run)
+        return "run-1"
+
+    def log(self, line: dict[str, Any]) -> None:
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, exit_code: int) -> None:
+        pass
+
+
+def test_the_recorder_sends_each_new_record_once_and_only_on_the_writing_rank(
+    tmp_path: Path,
+) -> None:
+    path, meta = tmp_path / "r.stats.jsonl", {"lr": 0.1, "model_args": {"embed_dim": 32}}
+
+    def recorder(sink: Recording, write: bool = True) -> StatsRecorder:
+        trackers = Trackers([sink])
+        return StatsRecorder(path, run="r", exp="e", model="m", meta=meta, write=write,
+                             trackers=trackers)  # fmt: skip
+
+    def train(step: int) -> dict[str, Any]:
+        return {"samples": step, "tokens": 10 * step, "steps": step, "loss": 1.0 / step}
+
+    other_rank = Recording()
+    recorder(other_rank, write=False).add_train(train(1))
+    assert other_rank.runs == [] and other_rank.lines == []
+    sink = Recording()
+    first = recorder(sink)
+    for step in (1, 2, 3):
+        first.add_train(train(step))
+    state = first.state_dict()  # the checkpoint
+    first.add_train(train(4))  # logged, then a crash before the next checkpoint
+    assert state["trackers"] == {"run_ids": {"recording": "run-1"}}
+    assert sink.runs[0].hparams == {"lr": 0.1, "model_args.embed_dim": 32}
+    resumed_sink = Recording()
+    resumed = recorder(resumed_sink)
+    resumed.load_state_dict(state)
+    resumed.add_train(train(4))
+    (run,) = resumed_sink.runs
+    assert (run.first_step, run.run_ids) == (4, {"recording": "run-1"})
+    assert [line["record"]["steps"] for line in resumed_sink.lines] == [4]
