@@ -27,6 +27,7 @@ AMP_DTYPES = ("auto", "bf16", "fp16")
 MAX_LR = 10.0  # far above any useful rate; larger values only overflow the weights
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 PARALLELISMS = ("ddp", "fsdp")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --log-to; each is the extra of its package
 
 
 def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
@@ -154,6 +155,16 @@ class RunIOConfig:
     max_steps: int | None = _flag("stop after this many optimizer steps of the whole run")
     keep_last: int = _flag("also keep this many rolling step checkpoints (0: none)", 0)
     run_name: str | None = _flag("name of the run in stats and plots (default: the model name)")
+    log_to: str | None = _flag(
+        f"also log every record to these trackers, comma-separated: {', '.join(TRACKERS)} "
+        "(each needs its extra: pip install 'lmplay[NAME]'; the stats file is still written)",
+        metavar="NAMES",
+    )
+
+    def trackers(self) -> tuple[str, ...]:
+        """The names of --log-to, in the order given, each once."""
+        names = [name.strip() for name in (self.log_to or "").split(",") if name.strip()]
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -338,6 +349,12 @@ class RunConfig:
             raise UsageError(
                 f"--generate-prompts {self.samples.generate_prompts!r} holds no prompt; give "
                 "texts separated by '|', e.g. 'The king|Once upon a time'"
+            )
+        unknown = [name for name in self.io.trackers() if name not in TRACKERS]
+        if unknown or (self.io.log_to is not None and not self.io.trackers()):
+            raise UsageError(
+                f"--log-to {self.io.log_to!r}: {', '.join(unknown) or 'no tracker named'}; "
+                f"choose from {', '.join(TRACKERS)} (comma-separated)"
             )
         if self.system.parallel not in PARALLELISMS:
             raise UsageError(
@@ -578,6 +595,11 @@ class PlotConfig:
     )
     csv: bool = _flag(
         "also write records.csv: every record of every run, one row per record", False
+    )
+    to_tensorboard: str | None = _flag(
+        "instead of plotting, write each run as TensorBoard event files in a folder of DIR "
+        "named after the run (pip install 'lmplay[tensorboard]'); then: tensorboard --logdir DIR",
+        metavar="DIR",
     )
 
 

@@ -10,6 +10,9 @@ and starts with the same stem:
     FOLDER/STEM.last-good.lmp          the state before a step diverged
     FOLDER/STEM.step00000042.lmp       --keep-last: rolling step checkpoints
     FOLDER/STEM.stage-NAME.lmp         the run at the end of stage NAME
+    FOLDER/STEM.tensorboard/           --log-to tensorboard: its event files
+    FOLDER/mlruns/, FOLDER/wandb/      --log-to mlflow / wandb: their stores, shared by the
+                                       folder's runs (each run has its own id in them)
     FOLDER/.STEM.*.tmp-PID             temp files of atomic writes in progress
 
 Two runs never share a file: a checkpoint must end in `.lmp`, and a stem that ends like a
@@ -93,6 +96,16 @@ class RunFiles:
     @property
     def lock(self) -> Path:
         return self.checkpoint.with_name(self.checkpoint.name + LOCK_SUFFIX)
+
+    @property
+    def tensorboard(self) -> Path:
+        """`--log-to tensorboard`: the run's event files."""
+        return self._beside(".tensorboard")
+
+    @property
+    def mlflow_store(self) -> Path:
+        """`--log-to mlflow` without MLFLOW_TRACKING_URI: a store the folder's runs share."""
+        return self.folder / "mlruns"
 
     @property
     def best(self) -> Path:

@@ -4,6 +4,7 @@
     lmp_grid GRID.json --devices cuda:0,cuda:1          # one cell per GPU at a time
     lmp_grid GRID.json --devices cpu --jobs 2           # two cells at once on the CPU
     lmp_grid GRID.json --status                         # the table of cells
+    lmp_grid GRID.json --executor slurm --slurm-partition gpu --slurm-gpus-per-task 1
 
 Rerunning the same command skips finished cells and resumes interrupted ones. Exit codes: 0
 when every cell is finished, 1 when some cell failed or is not finished, 2 for a bad grid file
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from lmplay.cli import plain_warnings
 from lmplay.errors import UsageError
+from lmplay.grid.executors import EXECUTORS
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
     EXIT_INTERRUPTED,
@@ -68,9 +70,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print each cell's lmp_trainer command (the queue adds --device) and exit",
+        help="print each cell's lmp_trainer command (the queue adds --device) and exit; with "
+        "--executor slurm, the sbatch script first",
     )
+    _add_executor_flags(parser)
     return parser
+
+
+def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "executors (submitit-local and slurm: pip install 'lmplay[slurm]')"
+    )
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: the queue over --devices; submitit-local: every unfinished cell at once as "
+        "submitit local jobs; slurm: one Slurm job array, submitted without waiting "
+        "(default: local)",
+    )
+    group.add_argument(
+        "--slurm-partition", metavar="NAME", help="partition the array is submitted to"
+    )
+    group.add_argument(
+        "--slurm-time",
+        metavar="TIME",
+        help="time limit of each array task: minutes or [DAYS-]HOURS:MINUTES[:SECONDS]; a task "
+        "out of time saves and is requeued (default: 24:00:00)",
+    )
+    group.add_argument(
+        "--slurm-gpus-per-task",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs of each cell; more than 1 runs the cell under torchrun (default: 0, the CPU)",
+    )
+    group.add_argument(
+        "--slurm-array-parallelism", type=int, metavar="N", help="array tasks running at once"
+    )
+    group.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line the sbatch script runs before the cell (repeat for more), e.g. "
+        "'source .venv/bin/activate'",
+    )
+    group.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=myproj or constraint=a100 (repeatable)",
+    )
 
 
 def trainer_flags() -> dict[str, bool]:
@@ -105,10 +157,20 @@ def _main(args: argparse.Namespace) -> int:
         spec = load_grid(args.grid, trainer_flags())
         if args.out_root is not None:
             spec = dataclasses.replace(spec, out_root=args.out_root)
+        given = [flag for flag, value in _slurm_flags(args).items() if value]
+        if given and args.executor != "slurm":
+            raise UsageError(f"{', '.join(given)}: only for --executor slurm")
         check_cells(spec)
         check_out_root(spec, args.status or args.dry_run)
         if args.status:
             return _status(spec)
+        if args.executor == "slurm" or (args.executor == "submitit-local" and not args.dry_run):
+            if args.executor == "submitit-local":
+                check_devices(slots[:1])
+            if args.dry_run:
+                return _submitit_executor(args, spec, slots)
+            with grid_lock(spec):
+                return _submitit_executor(args, spec, slots)
         if args.dry_run:
             for cell in spec.cells:
                 folder = spec.out_root / cell.name
@@ -187,6 +249,33 @@ def grid_lock(spec: GridSpec) -> Iterator[None]:
     spec.out_root.mkdir(parents=True, exist_ok=True)
     with hold_lock(spec.out_root / GRID_LOCK_NAME, f"grid {spec.out_root}", "--out-root"):
         yield
+
+
+def _submitit_executor(args: argparse.Namespace, spec: GridSpec, slots: list[str]) -> int:
+    from lmplay.grid import executors
+
+    # Every cell starts at once under submitit-local: on the CPU they share its cores.
+    cores = _cell_env(spec, slots[:1] * len(spec.cells)).get("OMP_NUM_THREADS")
+    env = {} if cores is None or args.executor != "submitit-local" else {"OMP_NUM_THREADS": cores}
+    options = executors.slurm_options(_slurm_flags(args))
+    return executors.run_executor(
+        args.executor, spec, options, slots[0], env, args.dry_run, _say, _status_hint(args)
+    )
+
+
+def _slurm_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "--slurm-partition": args.slurm_partition,
+        "--slurm-time": args.slurm_time,
+        "--slurm-gpus-per-task": args.slurm_gpus_per_task,
+        "--slurm-array-parallelism": args.slurm_array_parallelism,
+        "--slurm-setup": args.slurm_setup,
+        "--slurm-extra": args.slurm_extra,
+    }
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _cell_env(spec: GridSpec, slots: list[str]) -> dict[str, str]:

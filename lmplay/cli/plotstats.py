@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drawn = {f.name for f in dataclasses.fields(PlotOptions)}
         options = PlotOptions(**{k: v for k, v in values["plot"].items() if k in drawn})
         runs = load_runs(args.locations)
+        if cfg.to_tensorboard:
+            return _to_tensorboard(runs, Path(cfg.to_tensorboard))
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)
         groups = group_runs([r for r in runs if r.tokens >= options.min_tokens] or runs)
@@ -81,6 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for path in written:
         print(path)
+    return 0
+
+
+def _to_tensorboard(runs: list[RunStats], out_dir: Path) -> int:
+    from lmplay.stats.to_tensorboard import write_tensorboard
+    from lmplay.stats.trackers import check_installed
+
+    check_installed(("tensorboard",), "--to-tensorboard")
+    validate_plot_out_dir(out_dir, given=True)
+    for folder in write_tensorboard(runs, out_dir):
+        print(folder)
     return 0
 
 

@@ -106,6 +106,10 @@ def run(cfg: RunConfig) -> int:
         print(describe_experiments(cfg.model.size_overrides()))
         print(HF_EXP_HELP)
         return 0
+    if cfg.io.trackers() and not (cfg.system.describe or cfg.system.save_datasets):
+        from lmplay.stats.trackers import check_installed
+
+        check_installed(cfg.io.trackers())
     if cfg.system.describe or cfg.system.save_datasets or not _is_main_rank():
         # --describe and --save-datasets write none of the run's files; under torchrun rank 0
         # alone writes, so it alone checks the folder and holds the lock.
@@ -175,11 +179,15 @@ def _train_in_world(cfg: RunConfig, world: World) -> int:
     print(describe_session(session, full=cfg.system.describe), file=sys.stderr)
     if cfg.system.describe:
         return 0
+    code = 1  # an exception ends the trackers' runs as failed
     try:
-        return Trainer(session).fit()
+        code = Trainer(session).fit()
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        code = EXIT_FAILED
+    finally:
+        session.stats.close(code)
+    return code
 
 
 def _write_failure(error: OSError | WriteFailed) -> str:

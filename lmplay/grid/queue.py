@@ -105,7 +105,7 @@ class GridQueue:
         folder = cell_folder(self.spec, cell)
         folder.mkdir(parents=True, exist_ok=True)
         log_path = folder / LOG_NAME
-        args = [*cell.args(), "--out-dir", str(folder), "--device", slot]
+        args = cell_trainer_args(self.spec, cell, slot)
         with open(log_path, "ab") as log:
             offset = log.tell()
             log.write(f"$ lmp_trainer {' '.join(args)}\n".encode())
@@ -163,6 +163,11 @@ class GridQueue:
 
     def _tag(self, cell: Cell) -> str:
         return f"[{self.index[cell.name]}/{len(self.spec.cells)}]"
+
+
+def cell_trainer_args(spec: GridSpec, cell: Cell, device: str) -> list[str]:
+    """The `lmp_trainer` arguments of a cell, whichever executor runs it."""
+    return [*cell.args(), "--out-dir", str(cell_folder(spec, cell)), "--device", device]
 
 
 def device_slots(devices: str, jobs: int) -> list[str]:

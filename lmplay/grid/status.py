@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from lmplay.stats.runs import RunStats, find_stats_files, load_stats
 RECORD_NAME = "cell.json"
 LOG_NAME = "train.log"
 STATES = ("pending", "running", "interrupted", "finished", "failed")
-STOPPED_CODES = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # saved and stopped on request
+# Saved and stopped on request: SIGINT, SIGTERM, SIGUSR2 (Slurm's preemption warning).
+STOPPED_CODES = (130, 143, 140, -signal.SIGINT, -signal.SIGTERM, -signal.SIGUSR2)
 _ERROR_PREFIX = "error:"
 
 
@@ -99,7 +101,7 @@ def cell_state(folder: Path) -> str:
     state = record.get("state")
     if state in ("finished", "failed"):
         return state
-    if state == "running" and _alive(record.get("pid")):
+    if state == "running" and (_elsewhere(record) or _alive(record.get("pid"))):
         return "running"
     return "interrupted" if has_checkpoint(folder) else "pending"
 
@@ -201,6 +203,11 @@ def _loss(value: Any) -> str:
 
 def _number(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
+
+
+def _elsewhere(record: dict[str, Any]) -> bool:
+    """A cell running on another machine (a Slurm node): its process cannot be checked here."""
+    return record.get("host") not in (None, socket.gethostname())
 
 
 def _alive(pid: Any) -> bool:

@@ -5,6 +5,9 @@ A flush appends the records added since the last one and fsyncs, so it costs wha
 what the run holds. The recorder is Stateful: its state is the record counts and the byte size
 of the file they fill, so a checkpoint stays small, and resuming truncates the file to exactly
 those records (records written after the checkpoint belong to steps that will be replayed).
+
+Trackers (`lmplay.stats.trackers`) get each record as it is added, never the records a resume
+restores; their run ids travel in this component's state.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lmplay.stats.runs import (
     train_line,
     validation_line,
 )
+from lmplay.stats.trackers import TrackedRun, Trackers, flat_hparams, line_step
 
 STATE_VERSION = 2  # 1: counts only, for a version 1 (one JSON document) stats file
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -53,6 +57,7 @@ class StatsRecorder:
         model: str,
         meta: dict[str, Any],
         write: bool = True,
+        trackers: Trackers | None = None,
     ) -> None:
         self.path = Path(path)
         self.write = write  # False on ranks other than 0: same records, no file
@@ -69,6 +74,8 @@ class StatsRecorder:
         self._size = 0  # bytes of the file holding the header and those lines
         self._rewrite = True  # the file does not hold our header and `_lines[:_written]`
         self._migrated_from: Path | None = None  # a version 1 file to retire once rewritten
+        # Copies of each record added, on the rank that writes the file; the file stays the truth.
+        self.trackers = trackers if trackers is not None and write else Trackers([])
 
     @property
     def train(self) -> list[dict[str, Any]]:
@@ -112,6 +119,7 @@ class StatsRecorder:
         """Drop every record (`--reset-history`); the next flush writes an empty history."""
         self._set_lines([])
         self._rewrite = True
+        self.trackers.load_state_dict({})  # a new history is a new tracker run
 
     def flush(self) -> None:
         """Append the records added since the last flush, then fsync.
@@ -122,6 +130,7 @@ class StatsRecorder:
         """
         if not self.write:  # another rank writes the file
             return
+        self.trackers.flush()
         if self._rewrite:
             data = _encode(self._header()) + b"".join(_encode(line) for line in self._lines)
             atomic_write_bytes(self.path, data)
@@ -149,7 +158,7 @@ class StatsRecorder:
     def state_dict(self) -> dict[str, Any]:
         """Record counts and the file size they fill; flushes first, so they match the file."""
         self.flush()
-        return {
+        state = {
             "version": STATE_VERSION,
             "train_count": len(self._train),
             "validation_counts": {name: len(recs) for name, recs in self._validation.items()},
@@ -158,6 +167,9 @@ class StatsRecorder:
             "line_count": len(self._lines),
             "byte_size": self._size,
         }
+        if self.trackers.run_ids:  # W&B and MLflow runs that a resume goes on with
+            state["trackers"] = self.trackers.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: keep exactly the records the checkpoint counted, truncating the file there.
@@ -172,6 +184,7 @@ class StatsRecorder:
             )
         train_count = int(state["train_count"])
         val_counts = {str(k): int(v) for k, v in state["validation_counts"].items()}
+        self.trackers.load_state_dict(state.get("trackers", {}))
         if version == STATE_VERSION and self._reuse_file(state):
             return
         self._rewrite = True
@@ -265,16 +278,30 @@ class StatsRecorder:
                 stacklevel=3,
             )
 
-    def _append(self, line: dict[str, Any]) -> None:
+    def close(self, exit_code: int) -> None:
+        """End the trackers' runs (the stats file needs no closing)."""
+        self.trackers.close(exit_code)
+
+    def _append(self, line: dict[str, Any], track: bool = True) -> None:
         self._lines.append(line)
         self._index(line)
+        if track and self.trackers.sinks:
+            if not self.trackers.started:
+                self.trackers.start(self._tracked_run())
+            self.trackers.log(line)
+
+    def _tracked_run(self) -> TrackedRun:
+        # The records restored from the checkpoint were logged by the run that added them.
+        restored = self._lines[:-1]
+        last = max((line_step(line) for line in restored), default=-1)
+        return TrackedRun(self.run, flat_hparams(self.meta), first_step=last + 1)
 
     def _set_lines(self, lines: list[dict[str, Any]]) -> None:
         self._lines, self._train, self._validation = [], [], {}
         self._stops, self._generations = [], []
         self._written = self._size = 0
         for line in lines:
-            self._append(line)
+            self._append(line, track=False)
 
     def _index(self, line: dict[str, Any]) -> None:
         if line["kind"] == "train":

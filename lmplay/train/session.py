@@ -27,6 +27,7 @@ from lmplay.plan.registry import load_plan, plan_from_checkpoint
 from lmplay.run_files import RunFiles
 from lmplay.state import seed_everything
 from lmplay.stats.recorder import StatsRecorder
+from lmplay.stats.trackers import Trackers
 from lmplay.train.adapters import adapters_for, attach_adapters
 from lmplay.train.best import BestCheckpoint, best_set_name
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
@@ -219,6 +220,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         model=files.checkpoint.name,
         meta=_stats_meta(cfg, plan, model_args, _provenance(stored, source, from_initial)),
         write=world.is_main,
+        trackers=Trackers.from_names(cfg.io.trackers(), files),
     )
     schedule = _schedule(cfg)
     checkpoint_map = _checkpoint_map(

@@ -1,4 +1,6 @@
-"""Turn SIGINT (Ctrl+C) and SIGTERM into a request to stop after the current optimizer step.
+"""Turn SIGINT (Ctrl+C), SIGTERM and SIGUSR2 into a request to stop after the current optimizer
+step. SIGUSR2 is what Slurm sends ahead of a preemption or the time limit (`--signal`): the run
+saves, and the job that requeues it resumes there.
 
 The loop polls `requested`; the signal itself never interrupts a step or a save, so a second
 Ctrl+C while saving only repeats the request and the save completes.
@@ -16,7 +18,7 @@ import sys
 from collections import Counter
 from types import FrameType, TracebackType
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR2: 140}  # 128 + signum
 
 
 def exit_code_of(stop_signal: signal.Signals | None) -> int:

@@ -105,7 +105,7 @@ def test_plot_flags_are_plot_options_with_the_same_defaults() -> None:
     flags = {
         f.name: f.default
         for f in dataclasses.fields(PlotConfig)
-        if f.name not in {"out_dir", *seed_groups}
+        if f.name not in {"out_dir", "to_tensorboard", *seed_groups}
     }
     options = {f.name: f.default for f in dataclasses.fields(PlotOptions)}
     assert flags == {name: options[name] for name in flags}

@@ -23,3 +23,9 @@ def test_sigterm_alone_exits_143() -> None:
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.exit_code == 143
+
+
+def test_sigusr2_a_schedulers_warning_saves_and_exits_140() -> None:
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGUSR2)  # Slurm's --signal=USR2@N before a preemption
+        assert stop.signal is signal.SIGUSR2 and stop.exit_code == 140
