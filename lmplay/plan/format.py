@@ -251,7 +251,8 @@ def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: s
     if not isinstance(raw, dict):
         raise UsageError(f"{where}: must be an object with 'datasets' and 'epochs'")
     _reject_unknown(raw, STAGE_KEYS, where)
-    mix = parse_mix(raw, datasets, where)
+    label = raw.get("name") or "+".join(map(str, raw.get("datasets") or raw.get("mix") or []))
+    mix = parse_mix(raw, datasets, f"{where} '{label}'")
     names = _stage_datasets(raw.get("datasets", list(mix) or None), mix, datasets, where)
     name = raw.get("name", "+".join(names))
     if not isinstance(name, str) or not name or "/" in name:
