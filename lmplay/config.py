@@ -513,6 +513,11 @@ class PlotConfig:
     csv: bool = _flag(
         "also write records.csv: every record of every run, one row per record", False
     )
+    plot: str | None = _flag(
+        "also draw against tokens, comma-separated: lr (the learning rate of every step), mix "
+        "(each dataset's share of the target tokens trained, from source_tokens)",
+        metavar="lr,mix",
+    )
 
 
 GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}

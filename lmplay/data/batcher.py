@@ -321,11 +321,6 @@ def check_batcher_state(state: Any) -> None:
     """ValueError naming what is wrong with a stored batcher position (see `state_dict`)."""
     if not isinstance(state, dict):
         raise ValueError(f"batcher state must be a dict, got {type(state).__name__}")
-    if state.get("kind") == "mixture":
-        from lmplay.data.mixture import check_mixture_state
-
-        check_mixture_state(state)
-        return
     if state.get("version") != BATCHER_STATE_VERSION:
         raise ValueError(f"batcher state version {state.get('version')} is not supported")
     for key in ("epoch", "position", "piece"):

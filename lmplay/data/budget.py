@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from lmplay.data.batcher import Sample
 
 
 @dataclass
@@ -27,7 +24,8 @@ class BatcherCounters:
     padded_slots: int = 0
     batches: int = 0  # logical batches handed out: the stage's optimizer steps
 
-    def add(self, samples: Sequence[Sample]) -> None:
+    def add(self, samples: Sequence[Any]) -> None:
+        """Count a logical batch of `Sample`s handed out."""
         self.batches += 1
         self.samples += len(samples)
         self.tokens += sum(s.num_tokens - 1 for s in samples)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lmplay.data.batcher import Documents, Sample, cut_document
+from lmplay.data.batcher import Documents, Sample, check_batcher_state, check_counters, cut_document
 from lmplay.data.budget import BatcherCounters, Budget
 
 MIXTURE_STATE_VERSION = 1
@@ -222,10 +222,16 @@ def _with_epoch_tokens(budget: Budget, epochs: float, documents: Documents) -> B
     return Budget(tokens=tokens, steps=budget.steps)
 
 
+def check_stage_state(state: Any) -> None:
+    """ValueError naming what is wrong with a stored position of either kind of batcher."""
+    if isinstance(state, dict) and state.get("kind") == "mixture":
+        check_mixture_state(state)
+    else:
+        check_batcher_state(state)
+
+
 def check_mixture_state(state: Any) -> None:
     """ValueError naming what is wrong with a stored mixture position."""
-    from lmplay.data.batcher import check_counters
-
     if not isinstance(state, dict) or state.get("version") != MIXTURE_STATE_VERSION:
         raise ValueError("mixture state is not a supported version")
     lists = [state.get(key) for key in ("passes", "positions", "drawn")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmplay.data.batcher import check_batcher_state
+from lmplay.data.mixture import check_stage_state
 from lmplay.errors import UsageError
 from lmplay.plan.format import TrainingPlan
 
@@ -95,7 +95,7 @@ def _check_state(state: dict[str, Any], stages: int | None) -> None:
     if not isinstance(state.get("current"), (str, type(None))):
         raise ValueError(f"current must be a stage fingerprint, got {state.get('current')!r}")
     if state.get("batcher") is not None:
-        check_batcher_state(state["batcher"])
+        check_stage_state(state["batcher"])
     sources = state.get("source_tokens", {})
     if not isinstance(sources, dict) or not all(
         isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0

@@ -11,7 +11,9 @@ asked) it writes:
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
 
 Train plots carry a `train_` prefix. Identical inputs give byte-identical files. Runs with no
-point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write nothing.
+point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write nothing. Every
+plot marks where each run's stages begin (`lmplay.stats.stages`); `lmplay.stats.curriculum_plot`
+draws the LR and the realised mixture.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lmplay.errors import UsageError
 from lmplay.stats.aggregate import Band, RunGroup, group_band
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
+from lmplay.stats.stages import mark_stages
 
 OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
@@ -99,6 +102,7 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
             stem = metric if kind == "validation" else f"{kind}_{metric}"
             window = options.window(kind)
             for suffix, figure, drawn in _plot_metric(lines, kind, metric, target, colors, options):
+                mark_stages(figure.ax, labelled, colors)
                 path = figure.save(out_dir / f"{stem}{suffix}.{options.out_type}", options.out_type)
                 written.append(path)
                 manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
@@ -139,6 +143,7 @@ def plot_groups(
             figure.legend_title = "group [set] (runs): last mean"
             for b in bands:
                 figure.band(b)
+            mark_stages(figure.ax, [(g.label, g.runs[0]) for g in groups if g.runs], colors)
             stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
             written.append(figure.save(out_dir / f"{stem}.{options.out_type}", options.out_type))
     return written
