@@ -157,7 +157,7 @@ class MixtureBatcher:
         which = behind[1]
         doc = self._doc(which, cursor.passes[which], cursor.positions[which])
         cursor.current = which
-        cursor.drawn[which] += len(self.documents[doc]["truth_ids"])
+        cursor.drawn[which] += sum(len(piece.truth) for piece in self._document_pieces(doc))
 
     def _doc(self, which: int, epoch: int, position: int) -> int:
         """The global document index of `position` in pass `epoch` over dataset `which`."""
