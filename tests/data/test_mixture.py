@@ -25,8 +25,8 @@ def corpus(count: int, seed: int) -> datasets.Dataset:
 
 @pytest.fixture(scope="module")
 def docs() -> Documents:
-    """'big' (240 documents) and 'small' (60): a 50/50 mixture repeats 'small'."""
-    return Documents([corpus(240, 1), corpus(60, 2)], ["big", "small"])
+    """'big' (240 documents) and 'small' (120): a 50/50 mixture repeats 'small'."""
+    return Documents([corpus(240, 1), corpus(120, 2)], ["big", "small"])
 
 
 def mixture(docs: Documents, weights, *, repeat: bool = True, **budget: int) -> MixtureBatcher:
@@ -80,6 +80,8 @@ def test_without_repeat_the_stage_ends_when_the_first_dataset_runs_out(docs) -> 
     expected = {(d, i) for d in small for i in range(int(docs.truth_lengths()[d]))}
     assert expected <= set(ledger) and set(ledger.values()) == {1}  # every token once, no repeat
     assert batcher.cursor.passes == [0, 0]
+    tokens = trained(docs, batches)
+    assert abs(tokens["small"] / sum(tokens.values()) - 0.5) < 0.01
 
 
 def test_a_mixture_resumed_anywhere_serves_the_same_batches(docs) -> None:
