@@ -4,7 +4,7 @@
 - `lr.<ext>` (`--plot lr`): each run's learning rate at every step against tokens (linear axis,
   where schedules read as drawn);
 - `mix.<ext>` (`--plot mix`): each dataset's share of the target tokens trained over a trailing
-  window of records (`source_tokens` of the train records), per run.
+  window of records within a stage (`source_tokens` of the train records), per run.
 
 matplotlib only (no torch), like `lmplay.stats.plot`.
 """
@@ -91,29 +91,34 @@ def _mix_figure(
     )
     if not names:
         raise UsageError("--plot mix: no train record holds 'source_tokens'")
-    title = f"realised mixture: share of target tokens over the last {window} records"
-    figure = _linear(title, "share of target tokens", colors, names)
+    title = f"realised mixture: share of target tokens over the last {window} records of a stage"
+    lines = [
+        _series(f"{label} [{name}]", None, _shares(records, name, window))
+        for label, run in labelled
+        if (records := [r for r in run.train if "source_tokens" in r])
+        for name in names
+    ]
+    figure = _linear(title, "share of target tokens", _colors([s.label for s in lines]), [None])
     figure.legend_title = "run [dataset]: last share"
-    for label, run in labelled:
-        records = [r for r in run.train if "source_tokens" in r]
-        for name in names:
-            points = _shares(records, name, window)
-            if points:
-                figure.line(_series(label, name, points))
+    for line in lines:
+        if len(line):
+            figure.line(line)
     return figure
 
 
 def _shares(records: list[dict[str, Any]], name: str, window: int) -> list[tuple[int, float]]:
-    """(tokens, `name`'s share of the target tokens trained over the last `window` records)."""
-    points = []
+    """(tokens, `name`'s share of the target tokens trained over the last `window` records),
+    the window never reaching back into the stage before."""
+    points, stage_start = [], 0
     for index in range(1, len(records)):
-        before = records[max(0, index - window)]["source_tokens"]
+        if records[index].get("stage") != records[index - 1].get("stage"):
+            stage_start = index - 1  # the last record of the stage before: where this one began
+        before = records[max(stage_start, index - window)]["source_tokens"]
         now = records[index]["source_tokens"]
         total = sum(now.values()) - sum(before.values())
         if total > 0:
-            points.append(
-                (int(records[index]["tokens"]), (now.get(name, 0) - before.get(name, 0)) / total)
-            )
+            share = (now.get(name, 0) - before.get(name, 0)) / total
+            points.append((int(records[index]["tokens"]), share))
     return points
 
 

@@ -367,7 +367,7 @@ class Trainer:
         """The bar counts whichever limit of the stage is nearest: documents, steps or tokens."""
         assert self.batcher is not None
         done, total, unit = self.batcher.progress()
-        bar.total, bar.n, bar.unit = total, done, unit
+        bar.total, bar.n, bar.unit = total, min(done, total), unit  # a last batch passes it
         bar.refresh()
 
     def _progress_bar(self, stage: str) -> tqdm:

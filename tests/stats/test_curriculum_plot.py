@@ -37,6 +37,7 @@ def test_stage_boundaries_and_realised_shares_come_from_the_train_records(tmp_pa
     assert stage_boundaries(run) == [(3000, "anneal")]
     shares = dict(_shares(run.train, "web", 10))
     assert shares[3000] == pytest.approx(0.75) and shares[4000] == 0.0
+    assert shares[3100] == 0.0  # the window starts afresh with the stage
 
 
 def test_plotstats_draws_lr_and_mix_with_stage_marks(tmp_path, capsys) -> None:
