@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/curriculum_wsd.png (docs/plans.md): the built-in plan curriculum_wsd at the
 # default sizes on the CPU, then its train loss with the stage boundary marked, the LR of every
-# step, and the realised mixture, side by side. A few minutes on 2 CPU cores (about 6 when the
-# figure was made, on a machine shared with other jobs).
+# step, and the realised mixture, side by side. A few minutes of CPU time on 2 cores (4.5 when
+# the figure was made; 12.5 of wall time on a machine shared with other jobs).
 # Run from anywhere with lmplay installed (`pip install -e .`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
