@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -207,3 +208,20 @@ def test_context_growth_trains_every_token_once_and_splits_agree(tmp_path, monke
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     scale = max(float(a[k].abs().max()) for k in a)
     assert worst / scale <= 1e-6 and not math.isnan(worst)
+
+
+def test_override_plan_keeps_unchanged_stages_done_and_reruns_a_changed_one(curriculum) -> None:
+    shutil.copytree(curriculum / "straight", curriculum / "override")
+    plan = json.loads((curriculum / "plan.json").read_text())
+    plan["stages"][1]["lr"] = 1e-3  # the anneal stage changes, the mixed stage does not
+    (curriculum / "plan2.json").write_text(json.dumps(plan))
+    args = ["--training-plan", "plan2.json", "--out-dir", "override", *FLAGS, "--override-plan"]
+    code, err = train_in_process(curriculum, args)
+    assert code == 0 and "starting at stage 2 'long'" in err, err[-3000:]
+    before = load_stats(curriculum / "straight" / "gpt2ish.stats.jsonl").train
+    after = load_stats(curriculum / "override" / "gpt2ish.stats.jsonl").train
+    assert [r for r in after if r["stage"] == "short"] == [
+        r for r in before if r["stage"] == "short"
+    ]
+    rerun = [r for r in after if r["stage"] == "long"][-4:]
+    assert [r["lr"] for r in rerun] == pytest.approx([1e-4, 5.5e-4, 1e-3, 5e-4])
