@@ -33,7 +33,8 @@ header, each further line one record, appended as the run goes (a flush costs wh
   run, so they grow from record to record) and `loss` (a number, or `null` when it was not
   finite). All other keys are optional, and readers keep keys they do not know.
 - A train record's `context_len` and `batch_size` are its stage's; `source_tokens` counts the
-  target tokens trained from each dataset since the run began (`docs/plans.md`).
+  target tokens trained from each dataset since the run began, and a mixed stage's records
+  `source_passes`, the passes over each of its datasets completed (`docs/plans.md`).
 - `stop` lines say why training stopped, one each time it did: a stage that ended (`reason`
   `epochs` when its data ran out, `tokens` or `steps` at its budget, `ran_out` when a dataset of
   a mixture without repeat ran out, or the stop rule that ended it: `loss_target`,

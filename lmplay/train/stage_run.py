@@ -80,3 +80,9 @@ class StageRun:
         for sample in samples:
             name = self.documents.names[self.documents.source_of(sample.doc)]
             totals[name] = totals.get(name, 0) + len(sample.truth)
+
+    def passes(self, cursor: Any) -> dict[str, int] | None:
+        """A mixed stage's completed passes over each dataset (repeats); None unmixed."""
+        if not isinstance(self.batcher, MixtureBatcher):
+            return None
+        return dict(zip(self.documents.names, cursor.passes))

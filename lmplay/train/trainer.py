@@ -167,6 +167,7 @@ class Trainer:
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens_per_s,
                 **self.batcher.cursor.counters.ratios(),
+                **self._passes(),
                 **({} if utilisation is None else {"mfu": utilisation}),
             }
         )
@@ -180,6 +181,12 @@ class Trainer:
         if time.monotonic() - self._last_flush > 30:
             s.stats.flush()
             self._last_flush = time.monotonic()
+
+    def _passes(self) -> dict[str, dict[str, int]]:
+        """`source_passes` of a mixed stage: how often each dataset was repeated so far."""
+        assert self.stage is not None and self.batcher is not None
+        passes = self.stage.passes(self.batcher.cursor)
+        return {} if passes is None else {"source_passes": passes}
 
     def _mfu(self, tokens_per_s: float) -> float | None:
         if self._peak_flops is None:

@@ -109,6 +109,8 @@ def test_each_stage_trains_with_its_own_budget_schedule_context_and_batch(curric
     assert tokens[-2] < 600 <= tokens[-1]  # the tokens budget, checked per step
     b_held = PlanData(load_plan(str(curriculum / "plan.json"))).split("b").train
     assert short[-1]["source_tokens"]["b"] > sum(len(row["truth_ids"]) for row in b_held)
+    assert short[-1]["source_passes"]["b"] >= 1 and short[0]["source_passes"] == {"a": 0, "b": 0}
+    assert all("source_passes" not in r for r in long)  # an unmixed stage repeats nothing
     assert len(long) == 4  # the steps budget, exactly
     assert {(r["context_len"], r["batch_size"]) for r in short} == {(32, 4)}
     assert {(r["context_len"], r["batch_size"]) for r in long} == {(64, 6)}
