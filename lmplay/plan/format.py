@@ -25,6 +25,10 @@ A plan is a JSON object:
 Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
 rewritten into this form first (`lmplay.plan.aliases`).
 
+Curriculum keys of a stage (`mix` and `repeat`, the `tokens` and `steps` budgets, `lr` and
+the rest of its optimization, `context_len`, `batch_size`, `mini_batch_size`) are described in
+`lmplay.plan.stage_keys` and `docs/plans.md`; a stage that sets none keeps its old fingerprint.
+
 Stage stop-rule keys (`stop_at_loss`, `stop_loss_window`, `min_steps`, `min_epochs`,
 `early_stop_set`, `patience`) override the matching flags for their stage; counts are per stage
 (`lmplay.plan.stop_keys` documents each). `eval_only` datasets are held out exactly as a trained
