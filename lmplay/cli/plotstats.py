@@ -59,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the line plots draw; the output folder and the seed-group options are used here.
         drawn = {f.name for f in dataclasses.fields(PlotOptions)}
         options = PlotOptions(**{k: v for k, v in values["plot"].items() if k in drawn})
-        curriculum = parse_plots(cfg.plot)  # a bad name fails before anything is written
         runs = load_runs(args.locations)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
         validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)
@@ -70,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             a, b = (find_group(groups, name) for name in cfg.compare)
             tests = compare_groups(table, a, b)
         written = plot_runs(runs, out_dir, options)
-        if curriculum:
-            written += plot_curriculum(runs, out_dir, options, curriculum)
+        if options.plot:
+            written += plot_curriculum(runs, out_dir, options, parse_plots(options.plot))
         if cfg.group_seeds or cfg.band or cfg.compare:
             print(format_summary(table, tests))
             written += write_summary(out_dir, groups, table, tests)

@@ -25,23 +25,9 @@ from lmplay.errors import UsageError
 from lmplay.stats.plot import _RC, PlotOptions, _colors, _Figure, select_runs
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series
-from lmplay.stats.stages import mark_stages
+from lmplay.stats.stages import mark_stages, parse_plots
 
-CURRICULUM_PLOTS = ("lr", "mix")
-
-
-def parse_plots(value: str | None) -> tuple[str, ...]:
-    """`--plot lr,mix` as names; an unknown one raises `UsageError` listing the valid ones."""
-    if not value:
-        return ()
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    unknown = [name for name in names if name not in CURRICULUM_PLOTS]
-    if unknown or not names:
-        raise UsageError(
-            f"--plot {value!r}: unknown plot {unknown[0] if unknown else ''!r}; choose from "
-            f"{', '.join(CURRICULUM_PLOTS)} (comma-separated)"
-        )
-    return names
+__all__ = ["parse_plots", "plot_curriculum"]
 
 
 def plot_curriculum(

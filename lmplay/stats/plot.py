@@ -37,7 +37,7 @@ from lmplay.errors import UsageError
 from lmplay.stats.aggregate import Band, RunGroup, group_band
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
-from lmplay.stats.stages import mark_stages
+from lmplay.stats.stages import mark_stages, parse_plots
 
 OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
@@ -72,6 +72,7 @@ class PlotOptions:
     min_tokens: int = PlotConfig.min_tokens
     # A metric no record holds is skipped: word_accuracy plots once validation records carry it.
     metrics: tuple[str, ...] = ("loss", "accuracy", "word_accuracy")
+    plot: str | None = PlotConfig.plot  # "lr,mix": curriculum plots (lmplay.stats.curriculum_plot)
 
     def __post_init__(self) -> None:
         if self.out_type not in OUT_TYPES:
@@ -82,6 +83,7 @@ class PlotOptions:
             raise UsageError(f"--max-files must be at least 1, got {self.max_files}")
         if self.min_tokens < 0:
             raise UsageError(f"--min-tokens must not be negative, got {self.min_tokens}")
+        parse_plots(self.plot)  # an unknown name fails before anything is drawn
 
     def window(self, kind: str) -> int:
         return self.average_count or DEFAULT_WINDOW[kind]

@@ -1,10 +1,14 @@
-"""Where a run's stages begin, and marks for them on any plot drawn against tokens."""
+"""Where a run's stages begin, marks for them on any plot drawn against tokens, and the names of
+the curriculum plots (`--plot lr,mix`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lmplay.errors import UsageError
 from lmplay.stats.runs import RunStats
+
+CURRICULUM_PLOTS = ("lr", "mix")  # what `--plot` may name (`lmplay.stats.curriculum_plot`)
 
 
 def stage_boundaries(run: RunStats) -> list[tuple[int, str]]:
@@ -27,3 +31,17 @@ def mark_stages(ax: Any, labelled: list[tuple[str, RunStats]], colors: dict[str,
                 stage, (tokens, 1.0), xycoords=("data", "axes fraction"), rotation=90,
                 va="top", ha="right", fontsize="x-small", color=colors[label],
             )  # fmt: skip
+
+
+def parse_plots(value: str | None) -> tuple[str, ...]:
+    """`--plot lr,mix` as names; an unknown one raises `UsageError` listing the valid ones."""
+    if not value:
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [name for name in names if name not in CURRICULUM_PLOTS]
+    if unknown or not names:
+        raise UsageError(
+            f"--plot {value!r}: unknown plot {unknown[0] if unknown else ''!r}; choose from "
+            f"{', '.join(CURRICULUM_PLOTS)} (comma-separated)"
+        )
+    return names
