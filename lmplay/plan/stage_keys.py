@@ -97,6 +97,8 @@ def parse_curriculum_keys(raw: dict[str, Any], where: str) -> tuple[tuple[str, A
 
 def _checked(key: str, value: Any, where: str) -> Any:
     if key in _POSITIVE_INTEGERS:
+        if key in ("tokens", "decay_tokens") and isinstance(value, float) and value.is_integer():
+            value = int(value)  # 2e9 in JSON is a float
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise UsageError(f"{where}: must be a positive integer, got {value!r}")
         return value

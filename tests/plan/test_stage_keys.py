@@ -44,6 +44,11 @@ def test_without_curriculum_keys_a_stage_keeps_its_fingerprint() -> None:
     )
 
 
+def test_a_tokens_budget_may_be_written_2e9() -> None:
+    plan = parse_plan(plan_of({"datasets": ["web"], "tokens": 2e9}), origin="p")
+    assert plan.stages[0].get("tokens") == 2_000_000_000
+
+
 def test_a_budget_alone_lifts_the_one_epoch_default() -> None:
     stages = [{"datasets": ["web"], "steps": 5}, {"datasets": ["web"], "steps": 5, "epochs": 2}]
     plan = parse_plan(plan_of(*stages), origin="p")
