@@ -114,6 +114,11 @@ def stage_settings(
             decay_tokens=stage.get("decay_tokens"),
         )
         _check(setting, stage, names, model_args, where)
+        if cfg.optim.optimizer == "adamw" and setting.lr * setting.weight_decay >= 1:
+            raise UsageError(
+                f"{where}.weight_decay: lr {setting.lr:g} x weight_decay {setting.weight_decay:g} "
+                "is at least 1: each adamw step would zero or flip every weight"
+            )
         settings.append(setting)
     return settings
 

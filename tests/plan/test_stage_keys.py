@@ -101,6 +101,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "context_len: 65 exceeds the model's maximum of 64",
         ),
         ({"datasets": ["web"], "lr_schedule": "cosine", "min_lr": 1.0}, "min_lr: 1.0 exceeds"),
+        (
+            {"datasets": ["web"], "lr": 0.5, "weight_decay": 2},
+            "weight_decay: lr 0.5 x weight_decay 2",
+        ),
     ],
 )
 def test_the_trainer_refuses_with_one_line_before_reading_data(folder, stage, message) -> None:
