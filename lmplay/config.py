@@ -601,6 +601,11 @@ class PlotConfig:
         "named after the run (pip install 'lmplay[tensorboard]'); then: tensorboard --logdir DIR",
         metavar="DIR",
     )
+    plot: str | None = _flag(
+        "also draw against tokens, comma-separated: lr (the learning rate of every step), mix "
+        "(each dataset's share of the target tokens trained, from source_tokens)",
+        metavar="lr,mix",
+    )
 
 
 GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}

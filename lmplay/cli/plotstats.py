@@ -27,6 +27,7 @@ from lmplay.stats.aggregate import (
     write_records_csv,
     write_summary,
 )
+from lmplay.stats.curriculum_plot import parse_plots, plot_curriculum
 from lmplay.stats.plot import PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
 
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             a, b = (find_group(groups, name) for name in cfg.compare)
             tests = compare_groups(table, a, b)
         written = plot_runs(runs, out_dir, options)
+        if options.plot:
+            written += plot_curriculum(runs, out_dir, options, parse_plots(options.plot))
         if cfg.group_seeds or cfg.band or cfg.compare:
             print(format_summary(table, tests))
             written += write_summary(out_dir, groups, table, tests)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmplay.data.budget import BatcherCounters, Budget, truth_lengths
 from lmplay.data.tokenizer import EOT_ID
 
 IGNORE_INDEX = -100
@@ -134,47 +135,32 @@ def cut_document(
     return samples
 
 
-@dataclass
-class BatcherCounters:
-    samples: int = 0
-    tokens: int = 0
-    loss_tokens: int = 0
-    truncated_tokens: int = 0
-    padding_tokens: int = 0
-    padded_slots: int = 0
-
-    def add(self, samples: Sequence[Sample]) -> None:
-        self.samples += len(samples)
-        self.tokens += sum(s.num_tokens - 1 for s in samples)
-        self.loss_tokens += sum(len(s.truth) for s in samples)
-        self.truncated_tokens += sum(s.truncated for s in samples)
-
-    def add_padding(self, padding_tokens: int, slots: int) -> None:
-        """Padding depends on how the step splits the batch, so the step reports it."""
-        self.padding_tokens += padding_tokens
-        self.padded_slots += slots
-
-    def ratios(self) -> dict[str, float]:
-        seen = self.tokens + self.truncated_tokens
-        return {
-            "padding_ratio": self.padding_tokens / self.padded_slots if self.padded_slots else 0.0,
-            "truncation_ratio": self.truncated_tokens / seen if seen else 0.0,
-        }
-
-
 class Documents:
     """Several tokenized datasets seen as one indexable list of documents."""
 
-    def __init__(self, datasets: Sequence[Any]) -> None:
+    def __init__(self, datasets: Sequence[Any], names: Sequence[str] | None = None) -> None:
         self.datasets = list(datasets)
+        self.names = list(names) if names is not None else [str(i) for i in range(len(datasets))]
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+        self._truth_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        which = self.source_of(index)
         return self.datasets[which][int(index - self.offsets[which])]
+
+    def source_of(self, index: int) -> int:
+        """Which of the datasets holds document `index`."""
+        return int(np.searchsorted(self.offsets, index, side="right")) - 1
+
+    def truth_lengths(self) -> np.ndarray:
+        """Target tokens of every document (its truth tokens), computed once."""
+        if self._truth_lengths is None:
+            parts = [truth_lengths(d) for d in self.datasets]
+            self._truth_lengths = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._truth_lengths
 
 
 @dataclass
@@ -201,11 +187,13 @@ class StageBatcher:
         batch_size: int,
         context_len: int,
         run_up_max: int | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if len(documents) == 0:
             raise ValueError("a stage needs at least one document")
         self.documents = documents
-        self.epochs = epochs
+        self.epochs = epochs  # math.inf: as many as the budget takes
+        self.budget = budget or Budget()
         self.seed = seed
         self.batch_size = batch_size
         self.context_len = context_len
@@ -216,6 +204,8 @@ class StageBatcher:
 
     def epoch_length(self, epoch: int) -> int:
         """Documents in `epoch`; the last epoch of a fractional count is partial."""
+        if math.isinf(self.epochs):
+            return len(self.documents)
         full_epochs = math.floor(self.epochs)
         if epoch < full_epochs:
             return len(self.documents)
@@ -235,7 +225,49 @@ class StageBatcher:
 
     @property
     def finished(self) -> bool:
-        return self.cursor.position >= self.epoch_length(self.cursor.epoch)
+        return self.finished_at(self.cursor)
+
+    def finished_at(self, cursor: _Cursor) -> bool:
+        """The stage is done at `cursor`: its epochs ran out or a budget is reached."""
+        ran_out = cursor.position >= self.epoch_length(cursor.epoch)
+        return ran_out or self.budget.reached(cursor.counters) is not None
+
+    def end_reason(self, cursor: _Cursor) -> tuple[str, str]:
+        """(reason keyword, sentence) for a stage that is finished at `cursor`."""
+        which = self.budget.reached(cursor.counters)
+        if which is not None:
+            return which, self.budget.message(which)
+        return "epochs", f"ran its {self.epochs:g} epochs"
+
+    def epochs_done(self, cursor: _Cursor) -> float:
+        """Passes over the stage's documents, in whole documents taken."""
+        return cursor.epoch + cursor.position / len(self.documents)
+
+    def progress(self, cursor: _Cursor) -> tuple[int, int, str]:
+        """(done, total, unit) of the limit nearest to ending the stage: progress bars use it."""
+        options = self.budget.fractions(cursor.counters)
+        if not math.isinf(self.epochs):
+            total = sum(self.epoch_length(e) for e in range(math.ceil(self.epochs)))
+            done = sum(self.epoch_length(e) for e in range(cursor.epoch)) + cursor.position
+            options.append((done / total, done, total, "doc"))
+        return max(options)[1:]
+
+    def planned_tokens(self) -> int:
+        """Target tokens the stage will train: its tokens budget or what its epochs hold."""
+        lengths = self.documents.truth_lengths()
+        if math.isinf(self.epochs):
+            held = math.inf
+        else:
+            full = math.floor(self.epochs)
+            partial = (
+                self._permutation(full)[: self.epoch_length(full)] if full < self.epochs else []
+            )
+            held = full * int(lengths.sum()) + int(lengths[partial].sum())
+        budget = self.budget.tokens if self.budget.tokens is not None else math.inf
+        return int(min(held, budget))
+
+    def cursor_state(self, cursor: _Cursor) -> dict[str, Any]:
+        return cursor_state(cursor)
 
     def _take_sample(self) -> Sample:
         cursor = self.cursor
@@ -253,9 +285,11 @@ class StageBatcher:
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._order = (epoch, rng.permutation(len(self.documents)))
+            self._order = (epoch, self._permutation(epoch))
         return self._order[1]
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.documents))
 
     def _document_pieces(self, doc: int) -> list[Sample]:
         if self._pieces is None or self._pieces[0] != doc:
@@ -276,6 +310,8 @@ class StageBatcher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_batcher_state(state)
+        if state.get("kind") is not None:
+            raise ValueError(f"a {state['kind']} position does not fit an unmixed stage")
         self.cursor = _Cursor(
             state["epoch"], state["position"], state["piece"], BatcherCounters(**state["counters"])
         )
@@ -290,7 +326,10 @@ def check_batcher_state(state: Any) -> None:
     for key in ("epoch", "position", "piece"):
         if not _is_count(state.get(key)):
             raise ValueError(f"batcher {key} must be an integer >= 0, got {state.get(key)!r}")
-    counters = state.get("counters")
+    check_counters(state.get("counters"))
+
+
+def check_counters(counters: Any) -> None:
     expected = set(BatcherCounters.__dataclass_fields__)
     if not isinstance(counters, dict) or not set(counters) <= expected:
         got = sorted(counters) if isinstance(counters, dict) else type(counters).__name__

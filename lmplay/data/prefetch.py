@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from lmplay.data.batcher import Batch, Sample, StageBatcher, cursor_state
+from lmplay.data.batcher import Batch, Sample, StageBatcher
+from lmplay.data.mixture import MixtureBatcher
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class PreparedBatch:
 
 
 class PrefetchingBatcher:
-    """A StageBatcher whose next batch is cut and prepared on a worker thread.
+    """A StageBatcher (or MixtureBatcher) whose next batch is cut and prepared on a worker thread.
 
     `cursor`, `finished` and `state_dict()` describe the batches handed out so far. The step's
     padding counts are added to `cursor.counters` by the caller (they are known only after the
@@ -38,7 +39,9 @@ class PrefetchingBatcher:
     """
 
     def __init__(
-        self, batcher: StageBatcher, prepare: Callable[[list[Sample]], list[Batch]]
+        self,
+        batcher: StageBatcher | MixtureBatcher,
+        prepare: Callable[[list[Sample]], list[Batch]],
     ) -> None:
         self._batcher = batcher
         self._prepare = prepare
@@ -54,8 +57,14 @@ class PrefetchingBatcher:
     def epochs(self) -> float:
         return self._batcher.epochs
 
-    def epoch_length(self, epoch: int) -> int:
-        return self._batcher.epoch_length(epoch)
+    def epochs_done(self) -> float:
+        return self._batcher.epochs_done(self.cursor)
+
+    def progress(self) -> tuple[int, int, str]:
+        return self._batcher.progress(self.cursor)
+
+    def end_reason(self) -> tuple[str, str]:
+        return self._batcher.end_reason(self.cursor)
 
     def _produce(self) -> PreparedBatch | None:
         samples = self._batcher.next_batch()
@@ -78,10 +87,10 @@ class PrefetchingBatcher:
 
     @property
     def finished(self) -> bool:
-        return self.cursor.position >= self.epoch_length(self.cursor.epoch)
+        return self._batcher.finished_at(self.cursor)
 
     def state_dict(self) -> dict[str, Any]:
-        return cursor_state(self.cursor)
+        return self._batcher.cursor_state(self.cursor)
 
     def close(self) -> None:
         """Stop preparing; a batch being cut is finished and dropped."""

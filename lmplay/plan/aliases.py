@@ -46,7 +46,7 @@ def _canonical_stage(stage: Any) -> Any:
         return stage
     if len(stage) == 1:
         ((name, body),) = stage.items()
-        if isinstance(body, dict) and name not in ("name", "datasets", "dataset", "epochs"):
+        if isinstance(body, dict) and name not in ("name", "datasets", "dataset", "epochs", "mix"):
             stage = {"name": name, **body}  # {"NAME": {...}}: a stage named by its key
     if "dataset" in stage and "datasets" not in stage:
         names = stage["dataset"]

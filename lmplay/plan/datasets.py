@@ -44,7 +44,7 @@ class PlanData:
         return self._splits[name]
 
     def stage_documents(self, stage: StageDef) -> Documents:
-        return Documents([self.split(name).train for name in stage.datasets])
+        return Documents([self.split(name).train for name in stage.datasets], stage.datasets)
 
     def validation_documents(self) -> dict[str, Documents]:
         found = {}

@@ -25,6 +25,10 @@ A plan is a JSON object:
 Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
 rewritten into this form first (`lmplay.plan.aliases`).
 
+Curriculum keys of a stage (`mix` and `repeat`, the `tokens` and `steps` budgets, `lr` and
+the rest of its optimization, `context_len`, `batch_size`, `mini_batch_size`) are described in
+`lmplay.plan.stage_keys` and `docs/plans.md`; a stage that sets none keeps its old fingerprint.
+
 Stage stop-rule keys (`stop_at_loss`, `stop_loss_window`, `min_steps`, `min_epochs`,
 `early_stop_set`, `patience`) override the matching flags for their stage; counts are per stage
 (`lmplay.plan.stop_keys` documents each). `eval_only` datasets are held out exactly as a trained
@@ -49,6 +53,7 @@ from typing import Any
 from lmplay.data.sources import SourceSpec
 from lmplay.errors import UsageError
 from lmplay.plan.aliases import canonical_plan
+from lmplay.plan.stage_keys import CURRICULUM_KEYS, parse_curriculum_keys, parse_mix
 from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys
 
 PLAN_KEYS = {
@@ -61,7 +66,7 @@ PLAN_KEYS = {
     "eval_only",
     "generate_prompts",
 }
-STAGE_KEYS = {"name", "datasets", "epochs", *STOP_KEYS}
+STAGE_KEYS = {"name", "datasets", "epochs", *STOP_KEYS, *CURRICULUM_KEYS}
 SOURCE_KEYS = {f.name for f in fields(SourceSpec)} - {"name", "base_dir"}
 DATASET_KEYS = SOURCE_KEYS | {"validation_fraction", "validation_split"}
 
@@ -83,8 +88,18 @@ class DatasetDef:
 class StageDef:
     name: str
     datasets: tuple[str, ...]
-    epochs: float
+    epochs: float  # math.inf: no epoch limit (a tokens or steps budget ends the stage)
     stop: tuple[tuple[str, Any], ...] = ()  # the stage's own stop-rule keys, sorted
+    mix: tuple[tuple[str, float], ...] = ()  # (dataset, weight) in `datasets` order; () unmixed
+    keys: tuple[tuple[str, Any], ...] = ()  # budget, optimization and shape keys (stage_keys)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of a curriculum key (`lmplay.plan.stage_keys`) the stage sets, or `default`."""
+        return dict(self.keys).get(key, default)
+
+    @property
+    def repeat(self) -> bool:
+        return bool(self.get("repeat", True))
 
     def fingerprint(self, plan: TrainingPlan) -> str:
         """Hash of everything that defines what this stage trains on."""
@@ -96,6 +111,10 @@ class StageDef:
         }
         if self.stop:  # only when set: stages without stop keys keep their old fingerprints
             definition["stop"] = dict(self.stop)
+        if self.mix:
+            definition["mix"] = [list(pair) for pair in self.mix]
+        if self.keys:
+            definition["keys"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.keys}
         return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -236,7 +255,33 @@ def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: s
     if not isinstance(raw, dict):
         raise UsageError(f"{where}: must be an object with 'datasets' and 'epochs'")
     _reject_unknown(raw, STAGE_KEYS, where)
-    names = raw.get("datasets")
+    label = raw.get("name") or "+".join(map(str, raw.get("datasets") or raw.get("mix") or []))
+    mix = parse_mix(raw, datasets, f"{where} '{label}'")
+    names = _stage_datasets(raw.get("datasets", list(mix) or None), mix, datasets, where)
+    name = raw.get("name", "+".join(names))
+    if not isinstance(name, str) or not name or "/" in name:
+        raise UsageError(f"{where}.name: must be a non-empty string without '/'")
+    keys = parse_curriculum_keys(raw, f"{where} '{name}'")
+    if "repeat" in dict(keys) and not mix:
+        raise UsageError(f"{where} '{name}'.repeat: applies to a stage with 'mix' only")
+    budget = "tokens" in raw or "steps" in raw or (mix and not dict(keys).get("repeat", True))
+    epochs = raw.get("epochs", math.inf if budget else 1)
+    if (
+        not isinstance(epochs, (int, float))
+        or isinstance(epochs, bool)
+        or math.isnan(epochs)
+        or epochs <= 0
+        or (math.isinf(epochs) and not budget)
+    ):
+        raise UsageError(f"{where}.epochs: must be a number > 0 (0.25 = a quarter), got {epochs!r}")
+    mixed = tuple((n, mix[n]) for n in names) if mix else ()
+    return StageDef(name, tuple(names), float(epochs), parse_stop_keys(raw, where), mixed, keys)
+
+
+def _stage_datasets(
+    names: Any, mix: dict[str, float], datasets: dict[str, DatasetDef], where: str
+) -> list[str]:
+    """The stage's dataset names; with `mix` as well, they must name the same datasets."""
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -246,18 +291,12 @@ def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: s
             raise UsageError(
                 f"{where}.datasets: unknown dataset '{name}'; defined: {', '.join(datasets)}"
             )
-    epochs = raw.get("epochs", 1)
-    if (
-        not isinstance(epochs, (int, float))
-        or isinstance(epochs, bool)
-        or not math.isfinite(epochs)
-        or epochs <= 0
-    ):
-        raise UsageError(f"{where}.epochs: must be a number > 0 (0.25 = a quarter), got {epochs!r}")
-    name = raw.get("name", "+".join(names))
-    if not isinstance(name, str) or not name or "/" in name:
-        raise UsageError(f"{where}.name: must be a non-empty string without '/'")
-    return StageDef(name, tuple(names), float(epochs), parse_stop_keys(raw, where))
+    if mix and set(names) != set(mix):
+        raise UsageError(
+            f"{where}.mix: must weigh exactly the stage's datasets ({', '.join(names)}); "
+            f"got {', '.join(mix)}"
+        )
+    return names
 
 
 def _unique_default_names(stages: list[StageDef], named: list[bool]) -> tuple[StageDef, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmplay.data.batcher import check_batcher_state
+from lmplay.data.mixture import check_stage_state
 from lmplay.errors import UsageError
 from lmplay.plan.format import TrainingPlan
 
@@ -19,6 +19,7 @@ class PlanProgress:
         self.stage_index = 0
         self.completed: list[str] = []
         self.batcher_state: dict[str, Any] | None = None
+        self.source_tokens: dict[str, int] = {}  # target tokens trained from each dataset
 
     @property
     def finished(self) -> bool:
@@ -36,6 +37,7 @@ class PlanProgress:
             "completed": list(self.completed),
             "current": self._current_fingerprint(),
             "batcher": self.batcher_state,
+            "source_tokens": dict(self.source_tokens),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -44,6 +46,7 @@ class PlanProgress:
         self.stage_index = state["stage_index"]
         self.completed = list(state["completed"])
         self.batcher_state = state["batcher"]
+        self.source_tokens = dict(state.get("source_tokens", {}))  # absent before mixtures
 
     def adopt(self, state: dict[str, Any]) -> str:
         """Carry progress of a stored plan over to a changed plan (--override-plan).
@@ -67,6 +70,7 @@ class PlanProgress:
             and state.get("current") == fingerprints[done]
         )
         self.batcher_state = state["batcher"] if same_current else None
+        self.source_tokens = dict(state.get("source_tokens", {}))
         if self.finished:
             return "every stage of the plan is already done"
         where = "continuing" if same_current else "starting"
@@ -91,7 +95,13 @@ def _check_state(state: dict[str, Any], stages: int | None) -> None:
     if not isinstance(state.get("current"), (str, type(None))):
         raise ValueError(f"current must be a stage fingerprint, got {state.get('current')!r}")
     if state.get("batcher") is not None:
-        check_batcher_state(state["batcher"])
+        check_stage_state(state["batcher"])
+    sources = state.get("source_tokens", {})
+    if not isinstance(sources, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in sources.items()
+    ):
+        raise ValueError("source_tokens must map dataset names to token counts")
 
 
 def _check_version(state: dict[str, Any]) -> None:

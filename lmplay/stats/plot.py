@@ -13,7 +13,9 @@ asked) it writes:
 - `plots.json`: which runs and series each file holds (points, first and last tokens).
 
 Train plots carry a `train_` prefix. Identical inputs give byte-identical files. Runs with no
-point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write nothing.
+point to draw yet (nothing recorded past 0 tokens) raise `UsageError` and write nothing. Every
+plot marks where each run's stages begin (`lmplay.stats.stages`); `lmplay.stats.curriculum_plot`
+draws the LR and the realised mixture.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from lmplay.stats.aggregate import RunGroup, group_band
 from lmplay.stats.figure import MetricFigure
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
+from lmplay.stats.stages import mark_stages, parse_plots
 
 OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
@@ -63,6 +66,7 @@ class PlotOptions:
     min_tokens: int = PlotConfig.min_tokens
     # A metric no record holds is skipped: word_accuracy plots once validation records carry it.
     metrics: tuple[str, ...] = ("loss", "accuracy", "word_accuracy")
+    plot: str | None = PlotConfig.plot  # "lr,mix": curriculum plots (lmplay.stats.curriculum_plot)
 
     def __post_init__(self) -> None:
         if self.out_type not in OUT_TYPES:
@@ -73,6 +77,7 @@ class PlotOptions:
             raise UsageError(f"--max-files must be at least 1, got {self.max_files}")
         if self.min_tokens < 0:
             raise UsageError(f"--min-tokens must not be negative, got {self.min_tokens}")
+        parse_plots(self.plot)  # an unknown name fails before anything is drawn
 
     def window(self, kind: str) -> int:
         return self.average_count or DEFAULT_WINDOW[kind]
@@ -93,6 +98,7 @@ def plot_runs(runs: list[RunStats], out_dir: Path, options: PlotOptions) -> list
             stem = metric if kind == "validation" else f"{kind}_{metric}"
             window = options.window(kind)
             for suffix, figure, drawn in _plot_metric(lines, kind, metric, target, colors, options):
+                mark_stages(figure.ax, labelled, colors)
                 path = figure.save(out_dir / f"{stem}{suffix}.{options.out_type}", options.out_type)
                 written.append(path)
                 manifest.append(_entry(path, kind, metric, window, drawn, diff=bool(suffix)))
@@ -148,6 +154,7 @@ def group_figures(
         figure.legend_title = f"group [set] (runs): {final or 'final mean'}"
         for b in bands:
             figure.band(b)
+        mark_stages(figure.ax, [(g.label, g.runs[0]) for g in groups if g.runs], colors)
         stem = f"groups_{metric}" if kind == "validation" else f"groups_{kind}_{metric}"
         figures.append((stem, figure))
     return figures

@@ -8,7 +8,8 @@ header, each further line one record, appended as the run goes (a flush costs wh
     {"format": "lmplay-stats", "version": 2, "run": "gpt2ish", "exp": "gpt2ish",
      "model": "gpt2ish.lmp", "meta": {"plan": "tiny", "batch_size": 16, "...": "free-form"}}
     {"kind": "train", "record": {"samples": 64, "tokens": 12345, "steps": 4,
-     "stage": "shakespeare", "loss": 9.1, "accuracy": 0.05, "lr": 0.0006, "grad_norm": 1.2,
+     "stage": "shakespeare", "loss": 9.1, "accuracy": 0.05, "lr": 0.0006, "context_len": 256,
+     "batch_size": 16, "source_tokens": {"shakespeare": 11800}, "grad_norm": 1.2,
      "tokens_per_s": 5000.0, "padding_ratio": 0.06, "truncation_ratio": 0.0}}
     {"kind": "validation", "set": "shakespeare", "record": {"samples": 64, "tokens": 12345,
      "steps": 4, "loss": 8.9, "perplexity": 7331.0, "accuracy": 0.06, "word_accuracy": 0.01,
@@ -31,9 +32,13 @@ header, each further line one record, appended as the run goes (a flush costs wh
 - Every record is an object with at least `samples`, `tokens` (counters since the start of the
   run, so they grow from record to record) and `loss` (a number, or `null` when it was not
   finite). All other keys are optional, and readers keep keys they do not know.
+- A train record's `context_len` and `batch_size` are its stage's; `source_tokens` counts the
+  target tokens trained from each dataset since the run began, and a mixed stage's records
+  `source_passes`, the passes over each of its datasets completed (`docs/plans.md`).
 - `stop` lines say why training stopped, one each time it did: a stage that ended (`reason`
-  `epochs` when its data ran out, or the stop rule that ended it: `loss_target`, `early_stop`,
-  `max_epochs`) or a run that paused (`max_steps`, `interrupted`, `diverged`);
+  `epochs` when its data ran out, `tokens` or `steps` at its budget, `ran_out` when a dataset of
+  a mixture without repeat ran out, or the stop rule that ended it: `loss_target`,
+  `early_stop`, `max_epochs`) or a run that paused (`max_steps`, `interrupted`, `diverged`);
   `RunStats.stop_reason` is the last one. `generation` lines hold the samples of
   `--generate-every`, one per prompt. Neither carries `loss`; both carry `samples`, `tokens` and
   `steps`.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from lmplay.models import get_experiment
+from lmplay.plan.format import StageDef
 from lmplay.train.session import Session
 
 
@@ -25,7 +28,7 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         "weight-decay groups:",
         *("  " + row for row in s.groups.describe().splitlines()),
         f"plan '{s.plan.name}': "
-        + ", ".join(f"{st.name} ({st.epochs:g} epochs)" for st in s.plan.stages),
+        + ", ".join(f"{st.name} ({stage_limits(st)})" for st in s.plan.stages),
     ]
     lines.extend(s.stop_rules.describe([stage.name for stage in s.plan.stages]))
     if s.best.set_name is not None:
@@ -53,3 +56,13 @@ def describe_session(session: Session, *, full: bool = False) -> str:
         lines.append(f"FLOPs per token (forward+backward): {experiment.flops_per_token(args):,}")
         lines.append(str(s.model))
     return "\n".join(lines)
+
+
+def stage_limits(stage: StageDef) -> str:
+    """What ends a stage, for the run's description: its epochs and budgets, and its mixture."""
+    limits = [] if math.isinf(stage.epochs) else [f"{stage.epochs:g} epochs"]
+    limits += [f"{stage.get(k):,} {k}" for k in ("tokens", "steps") if stage.get(k) is not None]
+    if stage.mix:
+        total = sum(weight for _, weight in stage.mix)
+        limits.append(" ".join(f"{n} {w / total:.0%}" for n, w in stage.mix))
+    return ", ".join(limits)

@@ -1,5 +1,8 @@
 """Learning rate as a pure function of the optimizer step: warmup, then constant or decay.
 
+A stage with a schedule of its own (`StageSchedule`) is a pure function of the stage's step,
+its progress through its budget and that budget.
+
 Nothing but the step count (and the step a fresh optimizer began at) needs restoring on resume.
 """
 
@@ -46,3 +49,45 @@ def _after_warmup(step: int, schedule: Schedule) -> float:
     else:
         weight = 1.0 - progress
     return schedule.min_lr + (schedule.peak_lr - schedule.min_lr) * weight
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """A stage's own schedule over its own budget, in `unit`s: steps, or target tokens.
+
+    `wsd` holds the peak after the warmup and decays linearly to `min_lr` over the budget's
+    last `decay` units; `linear` and `cosine` decay over the whole budget.
+    """
+
+    peak_lr: float
+    kind: str
+    total: int  # the stage's budget in `unit`s
+    unit: str = "tokens"  # tokens | steps
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    warmup_start_fraction: float = 0.1
+    decay: float = 0.0  # wsd: units at the end of the budget over which the LR decays
+
+
+def stage_lr_at(schedule: StageSchedule, step: int, done: int) -> float:
+    """LR for the stage's optimizer step `step` (0-based), `done` units into its budget."""
+    target = _stage_target(schedule, done)
+    if step < schedule.warmup_steps:
+        start = target * schedule.warmup_start_fraction
+        return start + (target - start) * step / schedule.warmup_steps
+    return target
+
+
+def _stage_target(schedule: StageSchedule, done: int) -> float:
+    peak, low, total = schedule.peak_lr, schedule.min_lr, max(1, schedule.total)
+    if schedule.kind == "constant":
+        return peak
+    if schedule.kind == "wsd":
+        decay_from = total - schedule.decay
+        if done < decay_from or schedule.decay <= 0:
+            return peak
+        return peak - (peak - low) * min(1.0, (done - decay_from) / schedule.decay)
+    progress = min(1.0, done / total)
+    if schedule.kind == "cosine":
+        return low + (peak - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak - (peak - low) * progress

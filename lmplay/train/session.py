@@ -32,6 +32,7 @@ from lmplay.train.adapters import adapters_for, attach_adapters
 from lmplay.train.best import BestCheckpoint, best_set_name
 from lmplay.train.checkpoint import CheckpointMap, Entry, load_checkpoint
 from lmplay.train.components import ModelState, OptimizerState, RngState, StepState
+from lmplay.train.curriculum import StageSettings, stage_settings
 from lmplay.train.distributed import (
     SINGLE,
     World,
@@ -77,6 +78,7 @@ class Session:
     experiment: Experiment | None = None  # what built `model` (an hf: one without its folder)
     world: World = SINGLE  # this process's rank among the torchrun ranks
     started_from: Path | None = None  # --initial-model: a new run from these weights
+    stage_settings: list[StageSettings] = dataclasses.field(default_factory=list)
 
 
 def _pack_len(
@@ -199,6 +201,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
     train_model = parallelize(loss_model, world, device, precision.dtype)
 
     plan, progress, load_progress = _plan_and_progress(cfg, stored.get("plan"), notes, from_initial)
+    settings = stage_settings(plan, cfg, model, model_args)  # refusals before any data is read
     data = dataset_fingerprints(plan.datasets)
     changed_data: set[str] = set()
     if load_progress is not None:  # the run goes on: what it trains on must not have changed
@@ -282,6 +285,7 @@ def build_session(cfg: RunConfig, world: World = SINGLE) -> Session:
         files=files,
         world=world,
         started_from=source if from_initial else None,
+        stage_settings=settings,
     )
 
 

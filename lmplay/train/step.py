@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +168,7 @@ def train_step(
     pack_len: int | None = None,
     world: World = SINGLE,
     mini_batches: list[Batch] | None = None,
+    frozen: Sequence[nn.Parameter] = (),
 ) -> StepResult:
     """A full optimizer step. The optimizer is not stepped when the loss or the gradient norm is
     not finite (under fp16 grad scaling, the scaler skips steps with overflowing gradients).
@@ -176,12 +177,16 @@ def train_step(
     must take `positions` and `segments`); the loss is the same, the padding less.
     `mini_batches`: `samples` already split by `prepare_mini_batches` (with the same options).
     The host waits for the device once: to read the loss, correct count and gradient norm.
+    `frozen` parameters (a stage's `freeze`) lose their gradient before clipping, so the
+    optimizer leaves them, their moments and their weight decay alone.
     """
     optimizer.zero_grad(set_to_none=True)
     acc = accumulate_gradients(
         model, samples, mini_batch_size, device, precision, pack_len, world, mini_batches
     )
     model = plain_model(model)
+    for param in frozen:
+        param.grad = None
     total = loss_tokens(samples)
     if precision.scaler is not None:
         precision.scaler.unscale_(optimizer)

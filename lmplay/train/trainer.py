@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lmplay.data.batcher import StageBatcher, validation_samples
+from lmplay.data.batcher import validation_samples
 from lmplay.data.prefetch import PrefetchingBatcher, PreparedBatch
 from lmplay.models import get_experiment
 from lmplay.plan.datasets import PlanData
@@ -25,9 +25,9 @@ from lmplay.train.mfu import mfu, peak_flops
 from lmplay.train.optim import set_lr
 from lmplay.train.progress_bar import StageProgress
 from lmplay.train.sampling import generate_samples
-from lmplay.train.schedule import lr_at
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
+from lmplay.train.stage_run import StageRun
 from lmplay.train.step import StepResult, prepare_mini_batches, train_step
 from lmplay.train.stopping import Stop
 from lmplay.train.validation import score_validation_set, validation_example
@@ -42,6 +42,7 @@ class Trainer:
         self.s = session
         self.data = data or PlanData(session.plan, num_proc=session.cfg.data.workers())
         self.batcher: PrefetchingBatcher | None = None
+        self.stage: StageRun | None = None  # the stage being trained: settings, schedule
         self._validation_cache: dict[str, list] | None = None
         self._last_flush = time.monotonic()
         self._warned_missing_grads = False
@@ -66,7 +67,7 @@ class Trainer:
             stop.sync()
             while not s.progress.finished and not stop.requested and not self.max_steps_reached:
                 stage = s.plan.stages[s.progress.stage_index]
-                self.batcher = self._prefetching(self._stage_batcher())
+                self.batcher = self._prefetching(self._begin_stage())
                 s.stop_rules.begin_stage(s.progress.stage_index)
                 with self._progress_bar(stage.name) as bar, self.batcher:
                     while not stop.requested and not self.max_steps_reached:
@@ -87,7 +88,7 @@ class Trainer:
                     if not self._validated_at_this_step():
                         self.validate()  # each stage ends with a validation point on the plot
                     pause_point("stage_end")
-                    self._record_stop(stage.name, ended_by or self._ran_out(stage.epochs))
+                    self._record_stop(stage.name, ended_by or Stop(*self.batcher.end_reason()))
                     s.progress.complete_stage()
                     s.stop_rules.begin_stage(s.progress.stage_index)
                     self.batcher = None  # its stage is done; its position is saved no more
@@ -107,21 +108,23 @@ class Trainer:
         s = self.s
         samples = batch.samples
         s.train_model.train()
-        lr = lr_at(s.runner.step, s.schedule)
+        assert self.batcher is not None and self.stage is not None
+        lr = self.stage.lr(s.runner.step, self.batcher.cursor.counters, samples)
         started = time.perf_counter()
         result = train_step(
             s.train_model,
             s.optimizer,
             samples,
-            mini_batch_size=s.cfg.batch.mini_batch(),
-            grad_clip=s.cfg.optim.grad_clip,
+            mini_batch_size=self.stage.settings.mini_batch(),
+            grad_clip=self.stage.settings.grad_clip,
             device=s.device,
             precision=s.precision,
             set_lr=lambda: set_lr(s.optimizer, lr),
             check_grads=s.cfg.system.check_grads,
-            pack_len=s.pack_len,
+            pack_len=self.stage.pack_len,
             world=s.world,
             mini_batches=batch.mini_batches,
+            frozen=self.stage.frozen,
         )
         if not result.applied:
             self._diverged(result)
@@ -138,7 +141,7 @@ class Trainer:
         s.runner.samples += len(samples)
         s.runner.tokens += result.tokens
         s.runner.loss_tokens += result.loss_tokens
-        assert self.batcher is not None
+        self.stage.count_sources(samples, s.progress.source_tokens)
         self.batcher.cursor.counters.add_padding(result.padding_tokens, result.padded_slots)
         self._last_lr = lr
         self._last_step_seconds = time.perf_counter() - started
@@ -157,14 +160,18 @@ class Trainer:
                 "loss": result.loss,
                 "accuracy": result.accuracy,
                 "lr": self._last_lr,
+                "context_len": self.stage.settings.context_len,
+                "batch_size": self.stage.settings.batch_size,
+                "source_tokens": dict(s.progress.source_tokens),
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens_per_s,
                 **self.batcher.cursor.counters.ratios(),
+                **self._passes(),
                 **({} if utilisation is None else {"mfu": utilisation}),
             }
         )
         bar.update(
-            self._documents_done(),
+            self._stage_fraction(),
             s.runner.step,
             loss=f"{result.loss:.3f}",
             lr=f"{self._last_lr:.2e}",
@@ -174,6 +181,12 @@ class Trainer:
         if time.monotonic() - self._last_flush > 30:
             s.stats.flush()
             self._last_flush = time.monotonic()
+
+    def _passes(self) -> dict[str, dict[str, int]]:
+        """`source_passes` of a mixed stage: how often each dataset was repeated so far."""
+        assert self.stage is not None and self.batcher is not None
+        passes = self.stage.passes(self.batcher.cursor)
+        return {} if passes is None else {"source_passes": passes}
 
     def _mfu(self, tokens_per_s: float) -> float | None:
         if self._peak_flops is None:
@@ -255,13 +268,7 @@ class Trainer:
 
     def _epochs_done(self) -> float:
         """Passes over the stage's documents so far, in whole documents taken."""
-        if self.batcher is None:
-            return 0.0
-        cursor = self.batcher.cursor
-        return cursor.epoch + cursor.position / len(self.batcher.documents)
-
-    def _ran_out(self, epochs: float) -> Stop:
-        return Stop("epochs", f"ran its {epochs:g} epochs")
+        return 0.0 if self.batcher is None else self.batcher.epochs_done()
 
     def _record_stop(self, stage: str | None, why: Stop) -> None:
         """Say and record why training stopped; a stop rule's reason is printed when it fires."""
@@ -334,26 +341,22 @@ class Trainer:
 
         s.world.on_main(write)
 
-    def _stage_batcher(self) -> StageBatcher:
+    def _begin_stage(self) -> Any:
+        """The current stage's batcher, at its saved position, with its settings applied."""
         s = self.s
-        stage = s.plan.stages[s.progress.stage_index]
-        batcher = StageBatcher(
-            self.data.stage_documents(stage),
-            epochs=stage.epochs,
-            seed=hash_seed(s.plan.seed, s.cfg.data.seed, s.progress.stage_index),
-            batch_size=s.cfg.batch.batch_size,
-            context_len=s.model_args.context_len,
-        )
-        if s.progress.batcher_state is not None:
-            batcher.load_state_dict(s.progress.batcher_state)
-        return batcher
+        index = s.progress.stage_index
+        seed = hash_seed(s.plan.seed, s.cfg.data.seed, index)
+        self.stage = StageRun(s, self.data, index, seed)
+        self.stage.begin(s.optimizer, self.stage.batcher.cursor.counters)
+        return self.stage.batcher
 
-    def _prefetching(self, batcher: StageBatcher) -> PrefetchingBatcher:
+    def _prefetching(self, batcher: Any) -> PrefetchingBatcher:
         """`batcher` with its next batch split into mini-batches (pinned for CUDA) ahead."""
-        s = self.s
-        mini_batch, pin = s.cfg.batch.mini_batch(), s.device.type == "cuda"
+        assert self.stage is not None
+        mini_batch, pin = self.stage.settings.mini_batch(), self.s.device.type == "cuda"
+        pack_len = self.stage.pack_len
         return PrefetchingBatcher(
-            batcher, lambda samples: prepare_mini_batches(samples, mini_batch, s.pack_len, pin)
+            batcher, lambda samples: prepare_mini_batches(samples, mini_batch, pack_len, pin)
         )
 
     def _validation_sets(self) -> dict[str, list]:
@@ -367,21 +370,18 @@ class Trainer:
             }
         return self._validation_cache
 
-    def _documents_done(self) -> int:
-        batcher = self.batcher
-        assert batcher is not None
-        cursor = batcher.cursor
-        return sum(batcher.epoch_length(e) for e in range(cursor.epoch)) + cursor.position
+    def _stage_fraction(self) -> float:
+        """How far the stage is toward whichever of its limits is nearest (documents, steps or
+        tokens of its budget)."""
+        assert self.batcher is not None
+        done, total, _ = self.batcher.progress()
+        return min(1.0, done / total) if total else 1.0
 
     def _progress_bar(self, stage: str) -> StageProgress:
-        batcher = self.batcher
-        assert batcher is not None
-        total = sum(batcher.epoch_length(e) for e in range(math.ceil(batcher.epochs)))
         index = self.s.progress.stage_index + 1
         return StageProgress(
             f"stage {index}/{len(self.s.plan.stages)} {stage}",
-            total_documents=total,
-            documents_done=self._documents_done(),
+            stage_fraction=self._stage_fraction(),
             step=self.s.runner.step,
             max_steps=self.s.cfg.io.max_steps,
         )

@@ -1,4 +1,5 @@
-"""Offline plans `curriculum` and `wiki_local`: their data loads and is derived as documented."""
+"""Offline plans `curriculum`, `curriculum_wsd` and `wiki_local`: their data loads and is derived
+as documented."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmplay.data.batcher import StageBatcher
+from lmplay.data.budget import Budget
+from lmplay.data.mixture import MixtureBatcher
 from lmplay.data.tokenizer import get_tokenizer
 from lmplay.plan.datasets import PlanData
 from lmplay.plan.registry import builtin_folder, load_plan
@@ -90,3 +93,25 @@ def test_the_stand_ins_are_rebuilt_identically(
             assert pq.read_table(path).equals(pq.read_table(shipped / path.name))
         else:
             assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
+
+
+def test_curriculum_wsd_grows_its_context_over_a_changing_mixture() -> None:
+    data = PlanData(load_plan("curriculum_wsd"))
+    stable, anneal = data.plan.stages
+    assert (stable.get("context_len"), anneal.get("context_len")) == (128, 256)
+    assert anneal.get("lr_schedule") == "wsd" and anneal.get("decay_tokens") == anneal.get("tokens")
+    for stage in (stable, anneal):
+        batcher = MixtureBatcher(
+            data.stage_documents(stage),
+            [weight for _, weight in stage.mix],
+            repeat=stage.repeat,
+            seed=0,
+            batch_size=16,
+            context_len=stage.get("context_len"),
+            budget=Budget(tokens=stage.get("tokens")),
+        )
+        samples = [s for batch in iter(batcher.next_batch, None) for s in batch]
+        assert max(s.num_tokens for s in samples) <= stage.get("context_len") + 1
+        assert batcher.end_reason(batcher.cursor)[0] == "tokens"
+        assert all(drawn > 0 for drawn in batcher.cursor.drawn)
+    assert batcher.cursor.passes == [0, 0]  # the anneal stage sees no document twice
