@@ -23,7 +23,11 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND_START = ("lmp_", "python", "torchrun")
 RUN_FILE = re.compile(r"out_gpt/[\w./<>-]+\.(?:lmp|stats\.jsonl?)\b|[\w./-]+\.stats\.json\b")
 # What a run writes beside its checkpoint: stage, best, last-good and rolling step checkpoints.
-VARIANT = re.compile(r"^(?P<stem>[\w-]+)(?:\.[\w-]+|\.step\d{8})?\.(?:lmp|stats\.jsonl)$")
+# What RunFiles names beside a checkpoint STEM.lmp: its stats and its copies.
+VARIANT = re.compile(
+    r"^(?P<stem>[\w-]+)(?:\.best|\.last-good|\.step\d{8}|\.stage-[\w.+%-]+)?\.lmp$"
+    r"|^(?P<stats>[\w-]+)\.stats\.jsonl$"
+)
 
 
 def experiments() -> set[str]:
@@ -94,7 +98,7 @@ def problem(path: str, known: set[str]) -> str | None:
     match = VARIANT.match(parts[-1])
     if match is None:
         return "not a file name lmp_trainer writes"
-    base = "/".join([*parts[:-1], match["stem"]])
+    base = "/".join([*parts[:-1], match["stem"] or match["stats"]])
     if path in known or f"{base}.lmp" in known:
         return None
     return "written by no lmp_trainer command in the docs and not OUT_DIR/EXP.lmp of any plan"
@@ -105,7 +109,9 @@ def test_the_checker_refuses_stale_paths() -> None:
     assert problem("out_gpt/gpt2ish.lmp", known) is not None
     assert problem("out_gpt/tiny/gpt2ish.stats.json", known) is not None
     assert problem("out_gpt/tiny/nonesuch.lmp", known) is not None
-    assert problem("out_gpt/tiny/gpt2ish.shakespeare.lmp", known) is None
+    assert problem("out_gpt/tiny/gpt2ish.shakespeare.lmp", known) is not None  # old stage name
+    assert problem("out_gpt/tiny/gpt2ish.stage-shakespeare.lmp", known) is None
+    assert problem("out_gpt/tiny/gpt2ish.best.lmp", known) is None
     assert problem("out_gpt/tiny/gpt2ish.stats.jsonl", known) is None
 
 

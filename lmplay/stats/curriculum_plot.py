@@ -22,7 +22,8 @@ import matplotlib.style
 import numpy as np
 
 from lmplay.errors import UsageError
-from lmplay.stats.plot import _RC, PlotOptions, _colors, _Figure, select_runs
+from lmplay.stats.figure import MetricFigure
+from lmplay.stats.plot import _RC, PlotOptions, _colors, select_runs
 from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series
 from lmplay.stats.stages import mark_stages, parse_plots
@@ -48,14 +49,14 @@ def plot_curriculum(
     return written
 
 
-def _linear(title: str, ylabel: str, colors: dict[str, Any], datasets: list) -> _Figure:
-    figure = _Figure(title, ylabel, colors, datasets)
+def _linear(title: str, ylabel: str, colors: dict[str, Any], datasets: list) -> MetricFigure:
+    figure = MetricFigure(title, ylabel, colors, datasets)
     figure.ax.set_xscale("linear")
     figure.ax.set_xlabel("tokens seen")
     return figure
 
 
-def _lr_figure(labelled: list[tuple[str, RunStats]], colors: dict[str, Any]) -> _Figure:
+def _lr_figure(labelled: list[tuple[str, RunStats]], colors: dict[str, Any]) -> MetricFigure:
     figure = _linear("learning rate per step", "learning rate", colors, [None])
     lines = [
         _series(label, None, [(int(r["tokens"]), float(r["lr"])) for r in run.train if "lr" in r])
@@ -71,7 +72,7 @@ def _lr_figure(labelled: list[tuple[str, RunStats]], colors: dict[str, Any]) -> 
 
 def _mix_figure(
     labelled: list[tuple[str, RunStats]], colors: dict[str, Any], window: int
-) -> _Figure:
+) -> MetricFigure:
     names = sorted(
         {n for _, run in labelled for r in run.train for n in r.get("source_tokens", {})}
     )

@@ -132,7 +132,7 @@ def test_each_stage_trains_with_its_own_budget_schedule_context_and_batch(curric
 
 
 def test_frozen_parameters_do_not_move_in_their_stage(curriculum) -> None:
-    before = load_components(curriculum / "straight" / "gpt2ish.short.lmp")["model"]["state"]
+    before = load_components(curriculum / "straight" / "gpt2ish.stage-short.lmp")["model"]["state"]
     after = load_components(curriculum / "straight" / "gpt2ish.lmp")["model"]["state"]
     assert torch.equal(before["wte.weight"], after["wte.weight"])
     assert not torch.equal(before["wpe.weight"], after["wpe.weight"])
@@ -169,7 +169,7 @@ def test_sigint_at_a_switch_and_mid_stage_then_rerun_is_bitwise_identical(
         assert code == 130 and "stopped by SIGINT" in err, err[-3000:]
     assert train_in_process(curriculum, args)[0] == 0
     straight, interrupted = curriculum / "straight", curriculum / out
-    for name in ("gpt2ish.lmp", "gpt2ish.short.lmp", "gpt2ish.long.lmp"):
+    for name in ("gpt2ish.lmp", "gpt2ish.stage-short.lmp", "gpt2ish.stage-long.lmp"):
         assert_bitwise_equal(load_components(straight / name), load_components(interrupted / name))
     stats = "gpt2ish.stats.jsonl"
     assert records_without_timing(straight / stats) == records_without_timing(interrupted / stats)
