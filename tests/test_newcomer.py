@@ -3,8 +3,8 @@
 The README's two set-up lines also install (a venv, torch, lmplay); CI does exactly that in its
 own fresh clone before running this test, so here the commands after the install run: the train
 command's `lmp_*` programs (at tiny size, as real processes), then the test command's pytest on
-the README test, in a fresh copy of the repository that now holds a user's `out_gpt/`. The
-second must pass and leave every file of the first untouched.
+tests whose runs write default `out_gpt/` paths, in a fresh copy of the repository that now
+holds a user's `out_gpt/`. The second must pass and leave every file of the first untouched.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def after_install(command: str) -> list[list[str]]:
     return [words for words in parts if words and words[0] not in ("python3", ".", "pip")]
 
 
+# A test file whose runs write the default `out_gpt/PLAN/...` paths (the README's own commands
+# run in the main suite): what the user's `out_gpt/` must be safe from.
+RUNS_IN_DEFAULT_FOLDERS = "tests/train/test_run_folders.py"
+
+
 @pytest.mark.slow
 def test_train_then_test_in_one_clone(tmp_path: Path) -> None:
     train, test = setup_commands()
@@ -76,7 +81,7 @@ def test_train_then_test_in_one_clone(tmp_path: Path) -> None:
     assert command[:3] == ["python", "-m", "pytest"]
     env.update(assignment.split("=", 1) for assignment in assignments)
     done = subprocess.run(
-        [sys.executable, *command[1:], "-p", "no:cacheprovider", "tests/test_readme.py"],
+        [sys.executable, *command[1:], "-p", "no:cacheprovider", RUNS_IN_DEFAULT_FOLDERS],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]

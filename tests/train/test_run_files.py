@@ -91,19 +91,20 @@ def _trainer(folder: Path, *args: str) -> subprocess.Popen:
 
 
 def test_two_runs_at_once_with_one_stem_and_one_out_dir_keep_both_histories(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _reserved_stage_plan(tmp_path)
+    monkeypatch.chdir(tmp_path)
     common = ["--training-plan", "plan.json", "--out-dir", "shared", *TINY_FLAGS]
     runs = {
         "a/run.lmp": ["--max-steps", "1", "--seed", "1"],
         "b/run.lmp": ["--max-steps", "2", "--seed", "2"],
     }
-    started = [
-        _trainer(tmp_path, *common, "--model", model, *extra) for model, extra in runs.items()
-    ]
-    for process in started:
-        assert process.wait(timeout=240) == 0, process.stderr.read()
+    (first, first_extra), (second, second_extra) = runs.items()
+    # One run in another process, the other in this one while it goes on.
+    other = _trainer(tmp_path, *common, "--model", first, *first_extra)
+    assert main([*common, "--model", second, *second_extra]) == 0
+    assert other.wait(timeout=240) == 0, other.stderr.read()
     for model, extra in runs.items():
         stats = load_stats(RunFiles(tmp_path / model).stats)
         assert stats.model == "run.lmp" and stats.meta["seed"] == int(extra[-1])
