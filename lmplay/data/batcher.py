@@ -293,16 +293,7 @@ class StageBatcher:
 
     def _document_pieces(self, doc: int) -> list[Sample]:
         if self._pieces is None or self._pieces[0] != doc:
-            row = self.documents[doc]
-            pieces = cut_document(
-                row["prompt_ids"],
-                row["truth_ids"],
-                row["sentence_ends"],
-                context_len=self.context_len,
-                run_up_max=self.run_up_max,
-                doc=doc,
-            )
-            self._pieces = (doc, pieces)
+            self._pieces = (doc, cut_row(self.documents, doc, self.context_len, self.run_up_max))
         return self._pieces[1]
 
     def state_dict(self) -> dict[str, Any]:
@@ -392,3 +383,16 @@ def write_sample(sample: Sample, input_ids: torch.Tensor, targets: torch.Tensor,
     first_target = len(sample.prompt) - 1  # the last prompt token predicts the first truth
     targets[at + first_target : at + length] = tokens[first_target + 1 :]
     return length
+
+
+def cut_row(documents: Documents, doc: int, context_len: int, run_up_max: int) -> list[Sample]:
+    """Document `doc` of `documents` cut into samples of `context_len` (see `cut_document`)."""
+    row = documents[doc]
+    return cut_document(
+        row["prompt_ids"],
+        row["truth_ids"],
+        row["sentence_ends"],
+        context_len=context_len,
+        run_up_max=run_up_max,
+        doc=doc,
+    )

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lmplay.data.batcher import Documents, Sample, check_batcher_state, check_counters, cut_document
+from lmplay.data.batcher import Documents, Sample, check_batcher_state, check_counters, cut_row
 from lmplay.data.budget import BatcherCounters, Budget
 
 MIXTURE_STATE_VERSION = 1
@@ -170,16 +170,7 @@ class MixtureBatcher:
 
     def _document_pieces(self, doc: int) -> list[Sample]:
         if self._pieces is None or self._pieces[0] != doc:
-            row = self.documents[doc]
-            pieces = cut_document(
-                row["prompt_ids"],
-                row["truth_ids"],
-                row["sentence_ends"],
-                context_len=self.context_len,
-                run_up_max=self.run_up_max,
-                doc=doc,
-            )
-            self._pieces = (doc, pieces)
+            self._pieces = (doc, cut_row(self.documents, doc, self.context_len, self.run_up_max))
         return self._pieces[1]
 
     def state_dict(self) -> dict[str, Any]:
