@@ -171,7 +171,35 @@ class _Cursor:
     counters: BatcherCounters = field(default_factory=BatcherCounters)
 
 
-class StageBatcher:
+class SampleBatches:
+    """Logical batches of `batch_size` samples from `_take_sample()` until `finished_at(cursor)`:
+    what every batcher of a stage shares (the plain one here, the mixture's in `mixture.py`)."""
+
+    batch_size: int
+    cursor: Any
+
+    def _take_sample(self) -> Sample:
+        raise NotImplementedError
+
+    def finished_at(self, cursor: Any) -> bool:
+        raise NotImplementedError
+
+    def next_batch(self) -> list[Sample] | None:
+        """The next logical batch, or None when the stage is done (the last may be short)."""
+        samples: list[Sample] = []
+        while len(samples) < self.batch_size and not self.finished:
+            samples.append(self._take_sample())
+        if not samples:
+            return None
+        self.cursor.counters.add(samples)
+        return samples
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at(self.cursor)
+
+
+class StageBatcher(SampleBatches):
     """Deterministic batches over `epochs` (fractional allowed) of a stage's documents.
 
     The cursor is (epoch, position in the epoch's shuffled order, piece of the document), so a
@@ -212,20 +240,6 @@ class StageBatcher:
         if epoch == full_epochs:
             return math.ceil((self.epochs - full_epochs) * len(self.documents))
         return 0
-
-    def next_batch(self) -> list[Sample] | None:
-        """The next logical batch, or None when the stage is done (the last may be short)."""
-        samples: list[Sample] = []
-        while len(samples) < self.batch_size and not self.finished:
-            samples.append(self._take_sample())
-        if not samples:
-            return None
-        self.cursor.counters.add(samples)
-        return samples
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at(self.cursor)
 
     def finished_at(self, cursor: _Cursor) -> bool:
         """The stage is done at `cursor`: its epochs ran out or a budget is reached."""

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from lmplay.data.batcher import Documents, Sample, check_batcher_state, check_counters, cut_row
+from lmplay.data.batcher import (
+    Documents,
+    Sample,
+    SampleBatches,
+    check_batcher_state,
+    check_counters,
+    cut_row,
+)
 from lmplay.data.budget import BatcherCounters, Budget
 
 MIXTURE_STATE_VERSION = 1
@@ -37,7 +44,7 @@ class MixCursor:
     counters: BatcherCounters = field(default_factory=BatcherCounters)
 
 
-class MixtureBatcher:
+class MixtureBatcher(SampleBatches):
     """Deterministic batches drawn from `documents.datasets` in proportions `weights`."""
 
     def __init__(
@@ -71,19 +78,6 @@ class MixtureBatcher:
         self.cursor = MixCursor([0] * n, [0] * n, [0] * n)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
         self._pieces: tuple[int, list[Sample]] | None = None
-
-    def next_batch(self) -> list[Sample] | None:
-        samples: list[Sample] = []
-        while len(samples) < self.batch_size and not self.finished:
-            samples.append(self._take_sample())
-        if not samples:
-            return None
-        self.cursor.counters.add(samples)
-        return samples
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at(self.cursor)
 
     def finished_at(self, cursor: MixCursor) -> bool:
         return self.budget.reached(cursor.counters) is not None or self._ran_out(cursor) is not None
