@@ -9,58 +9,57 @@ import torch
 from lmp_testing import tiny_run_config
 
 from lmplay.cli import export, generate
-from lmplay.config import RunIOConfig
+from lmplay.config import RunConfig, RunIOConfig
 from lmplay.train.checkpoint import load_checkpoint, save_checkpoint
-from lmplay.train.session import build_session
+from lmplay.train.session import Session, build_session
 from lmplay.train.trainer import Trainer, TrainingDiverged
 
+POISON_FROM_STEP = 3  # the 4th step is the first whose loss or gradients are poisoned
 
-def test_nan_loss_stops_and_keeps_the_last_good_state(tmp_path: Path) -> None:
+
+def _run_to_poison(tmp_path: Path) -> tuple[RunConfig, Session]:
     cfg = tiny_run_config(
         tmp_path,
         documents=30,
         io=RunIOConfig(out_dir=str(tmp_path / "out"), save_interval=4, max_steps=10),
     )
-    session = build_session(cfg)
-    poison_from_step = 3
+    return cfg, build_session(cfg)
+
+
+def _assert_last_good_is_the_step_before(cfg: RunConfig) -> None:
+    """The checkpoint and the last-good state both hold the finite weights of the step before."""
+    good = load_checkpoint(cfg.model_path())["components"]
+    last_good = load_checkpoint(cfg.run_files().last_good)["components"]
+    assert good["runner"]["state"]["step"] == POISON_FROM_STEP
+    assert last_good["runner"]["state"]["step"] == POISON_FROM_STEP
+    for name, value in last_good["model"]["state"].items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value, good["model"]["state"][name])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_state(tmp_path: Path) -> None:
+    cfg, session = _run_to_poison(tmp_path)
 
     def poison(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output * float("nan") if session.runner.step >= poison_from_step else output
+        return output * float("nan") if session.runner.step >= POISON_FROM_STEP else output
 
     session.model.register_forward_hook(poison)
     with pytest.raises(TrainingDiverged, match="loss is nan at step 4"):
         Trainer(session).fit()
-    good = load_checkpoint(cfg.model_path())["components"]
-    last_good = load_checkpoint(cfg.run_files().last_good)["components"]
-    assert good["runner"]["state"]["step"] == poison_from_step
-    assert last_good["runner"]["state"]["step"] == poison_from_step
-    for name, value in last_good["model"]["state"].items():
-        assert torch.isfinite(value).all(), name
-        assert torch.equal(value, good["model"]["state"][name])
+    _assert_last_good_is_the_step_before(cfg)
 
 
 def test_finite_loss_with_non_finite_gradients_is_not_applied(tmp_path: Path) -> None:
-    cfg = tiny_run_config(
-        tmp_path,
-        documents=30,
-        io=RunIOConfig(out_dir=str(tmp_path / "out"), save_interval=4, max_steps=10),
-    )
-    session = build_session(cfg)
-    poison_from_step = 3
+    cfg, session = _run_to_poison(tmp_path)
     weight = next(p for p in session.model.parameters() if p.requires_grad)
 
     def poison(grad: torch.Tensor) -> torch.Tensor:
-        return grad * float("inf") if session.runner.step >= poison_from_step else grad
+        return grad * float("inf") if session.runner.step >= POISON_FROM_STEP else grad
 
     weight.register_hook(poison)
     with pytest.raises(TrainingDiverged, match=r"gradient norm is (inf|nan) .* at step 4"):
         Trainer(session).fit()
-    good = load_checkpoint(cfg.model_path())["components"]
-    last_good = load_checkpoint(cfg.run_files().last_good)["components"]
-    assert last_good["runner"]["state"]["step"] == poison_from_step
-    for name, value in last_good["model"]["state"].items():
-        assert torch.isfinite(value).all(), name
-        assert torch.equal(value, good["model"]["state"][name])
+    _assert_last_good_is_the_step_before(cfg)
 
 
 def test_export_and_generator_refuse_non_finite_weights(
