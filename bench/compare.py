@@ -257,18 +257,16 @@ def lmplay_steps(
     pin = device.type == "cuda"
     times = []
     for _ in range(steps):
-        mini_batches = prepare_mini_batches(samples, shape.mini_rows, s.pack_len, pin)  # prefetch
+        mini_batches = prepare_mini_batches(samples, shape.mini_rows, s.built.pack_len, pin)
         started = time.perf_counter()
         train_step(
             s.train_model,
             s.optimizer,
             samples,
-            mini_batch_size=shape.mini_rows,
+            mini_batches,  # prepared ahead, as the trainer's prefetcher does
+            lr=LR,
             grad_clip=GRAD_CLIP,
-            device=device,
-            precision=s.precision,
-            pack_len=s.pack_len,
-            mini_batches=mini_batches,
+            placement=s.placement,
         )
         times.append(time.perf_counter() - started)  # train_step has read its result: synced
     return times

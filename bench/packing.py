@@ -22,7 +22,7 @@ import torch
 from lmplay.config import BatchConfig, DataConfig, ModelConfig, RunConfig, RunIOConfig
 from lmplay.train.optim import build_optimizer
 from lmplay.train.session import build_session
-from lmplay.train.step import train_step
+from lmplay.train.step import prepare_mini_batches, train_step
 from lmplay.train.trainer import Trainer
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     )
     session = build_session(cfg)
     trainer = Trainer(session)
-    trainer.batcher = trainer._stage_batcher()
+    trainer.batcher = trainer._begin_stage()
     batches = [trainer.batcher.next_batch() for _ in range(args.batches + 1)]
     batches = [b for b in batches if b]
     variants = {"one per row": None, "packed": session.model_args.context_len}
@@ -65,7 +65,7 @@ def main() -> None:
             model,
             lr=cfg.optim.lr,
             weight_decay=cfg.optim.weight_decay_value(),
-            device=session.device,
+            device=session.placement.device,
         )
         runs[name] = Variant(model, optimizer)
     tokens = 0
@@ -77,11 +77,10 @@ def main() -> None:
                 run.model,
                 run.optimizer,
                 samples,
-                mini_batch_size=cfg.batch.mini_batch(),
+                prepare_mini_batches(samples, cfg.batch.mini_batch(), pack_len),
+                lr=None,
                 grad_clip=cfg.optim.grad_clip,
-                device=session.device,
-                precision=session.precision,
-                pack_len=pack_len,
+                placement=session.placement,
             )
             if index > 0:  # the first step warms up allocators and kernels
                 run.times.append(time.perf_counter() - started)

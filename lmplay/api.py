@@ -143,18 +143,16 @@ def score(
 
 def _score_samples(model: nn.Module, samples: list[Any], batch_size: int) -> Score:
     from lmplay.train.loss import as_loss_model
-    from lmplay.train.step import Precision
+    from lmplay.train.placement import Placement
     from lmplay.train.validation import score_validation_set
 
     if not samples:
         raise UsageError("nothing to score: the texts hold no tokens")
-    device = next(model.parameters()).device
+    placement = Placement.on(next(model.parameters()).device)
     was_training = model.training
     model.eval()
     try:
-        scores = score_validation_set(
-            as_loss_model(model), samples, batch_size, device, Precision(device.type)
-        )
+        scores = score_validation_set(as_loss_model(model), samples, batch_size, placement)
     finally:
         model.train(was_training)
     perplexity = math.exp(min(scores.loss, 50.0))  # as the trainer's validation records

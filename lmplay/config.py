@@ -28,6 +28,8 @@ MAX_LR = 10.0  # far above any useful rate; larger values only overflow the weig
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 PARALLELISMS = ("ddp", "fsdp")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # --log-to; each is the extra of its package
+# What a resume compares and --allow-changed may accept: flags (without `--`) and the data files.
+RESUME_SETTINGS = ("seed", "dropout", "batch-size", "no-packing", "data")
 
 
 def _flag(help_text: str, default: Any = None, **extra: Any) -> Any:
@@ -77,6 +79,11 @@ class DataConfig:
 
     def workers(self) -> int:
         return self.data_workers or len(os.sched_getaffinity(0))
+
+    def allowed_changes(self) -> set[str]:
+        """The names of --allow-changed (each one of RESUME_SETTINGS, checked by validate)."""
+        text = self.allow_changed or ""
+        return {name.strip().removeprefix("--") for name in text.split(",") if name.strip()}
 
 
 @dataclass
@@ -356,6 +363,12 @@ class RunConfig:
                 f"--log-to {self.io.log_to!r}: {', '.join(unknown) or 'no tracker named'}; "
                 f"choose from {', '.join(TRACKERS)} (comma-separated)"
             )
+        unknown = sorted(self.data.allowed_changes() - set(RESUME_SETTINGS))
+        if unknown:
+            raise UsageError(
+                f"--allow-changed {', '.join(unknown)}: not a setting a resume compares; choose "
+                f"from {', '.join(RESUME_SETTINGS)}"
+            )
         if self.system.parallel not in PARALLELISMS:
             raise UsageError(
                 f"--parallel {self.system.parallel}: choose one of {', '.join(PARALLELISMS)}"
@@ -465,6 +478,8 @@ def _check_combinations(cfg: RunConfig) -> None:
             f"--min-lr {optim.min_lr} exceeds --lr {optim.lr}; the decay must end at or below "
             "the peak"
         )
+    if optim.lr_schedule != "constant" and optim.decay_steps is None and cfg.io.max_steps is None:
+        raise UsageError(f"--lr-schedule {optim.lr_schedule} needs --decay-steps or --max-steps")
     if optim.initial_model_optimizer and cfg.io.initial_model is None:
         raise UsageError("--initial-model-optimizer needs --initial-model")
     if optim.initial_model_optimizer and optim.ignore_optimizer:

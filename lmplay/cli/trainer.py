@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,7 +24,8 @@ from lmplay.config import SECTIONS, RunConfig
 from lmplay.errors import UsageError, WriteFailed
 
 if TYPE_CHECKING:
-    from lmplay.train.distributed import World
+    from lmplay.plan.format import TrainingPlan
+    from lmplay.train.placement import Placement
 
 EXIT_USAGE = 2
 EXIT_FAILED = 3  # stopped during the run: diverged, or a save failed; the last save is intact
@@ -57,39 +57,25 @@ def parse_config(argv: Sequence[str] | None = None) -> RunConfig:
     return RunConfig(**{name: SECTIONS[name](**fields) for name, fields in values.items()})
 
 
-def _under_torchrun() -> bool:
-    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
-
-
-def _is_main_rank() -> bool:
-    return os.environ.get("RANK", "0") in ("", "0")
-
-
-def _hold_exit_code(code: int) -> None:
-    if _under_torchrun():  # torchrun's teardown must not turn the code into a signal death
-        from lmplay.train.distributed import hold_exit_code
-
-        hold_exit_code(code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    plain_warnings.install()
-    if _under_torchrun():
-        from lmplay.train.distributed import quiet_other_ranks
+    # Light (no torch); imported here so that lmp_grid reads the trainer's flags without it.
+    from lmplay.train.distributed.world import hold_exit_code, quiet_other_ranks
 
-        quiet_other_ranks()  # rank 0 alone prints (bad flags included)
+    plain_warnings.install()
+    quiet_other_ranks()  # under torchrun rank 0 alone prints (bad flags included)
+    # hold_exit_code: under torchrun, teardown must not turn the code into a signal death.
     try:
         return run(parse_config(argv))
     except SystemExit as exit_:  # argparse: --help, or a flag it cannot parse
-        _hold_exit_code(exit_.code if isinstance(exit_.code, int) else EXIT_USAGE)
+        hold_exit_code(exit_.code if isinstance(exit_.code, int) else EXIT_USAGE)
         raise
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
-        _hold_exit_code(EXIT_USAGE)
+        hold_exit_code(EXIT_USAGE)
         return EXIT_USAGE
     except (WriteFailed, OSError) as error:
         print(f"error: {_write_failure(error)}; training stopped", file=sys.stderr)
-        _hold_exit_code(EXIT_FAILED)
+        hold_exit_code(EXIT_FAILED)
         return EXIT_FAILED
     except KeyboardInterrupt:
         # Only before training starts (loading data, building the model): once the loop runs,
@@ -99,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(cfg: RunConfig) -> int:
+    from lmplay.train.distributed.world import is_main_process
+
     if cfg.model.exp == "list":
         from lmplay.models import describe_experiments
         from lmplay.models.hf import HF_EXP_HELP
@@ -110,7 +98,7 @@ def run(cfg: RunConfig) -> int:
         from lmplay.stats.trackers import check_installed
 
         check_installed(cfg.io.trackers())
-    if cfg.system.describe or cfg.system.save_datasets or not _is_main_rank():
+    if cfg.system.describe or cfg.system.save_datasets or not is_main_process():
         # --describe and --save-datasets write none of the run's files; under torchrun rank 0
         # alone writes, so it alone checks the folder and holds the lock.
         return _train(cfg)
@@ -149,33 +137,33 @@ def _train(cfg: RunConfig) -> int:
             check_writable_folder(folder, max(names, key=len), "$LMP_DATASETS")
         save_plan_datasets(plan)
         return 0
-    from lmplay.train import distributed
-    from lmplay.train.preflight import check_device, check_run_outputs
-    from lmplay.train.session import resolve_device
+    from lmplay.train.distributed.process_group import finish, start
+    from lmplay.train.distributed.world import world_from_env
+    from lmplay.train.placement import resolve_placement
+    from lmplay.train.preflight import check_run_outputs
 
-    if cfg.system.device != "auto":
-        check_device(cfg.system.device)
-    if not cfg.system.describe and _is_main_rank():
+    world = world_from_env(cfg.system.parallel)
+    placement = resolve_placement(cfg.system, world)  # where and how the whole run computes
+    if not cfg.system.describe and world.is_main:
         stages = [stage.name for stage in plan.stages]
         check_run_outputs(cfg.run_files(), _model_flag(cfg), stages)
     # The flags and the plan are valid: only now the ranks of a torchrun job meet.
-    world = distributed.world_from_env(cfg.system.parallel)
-    distributed.start(world, resolve_device(cfg.system.device))
+    start(world, placement.device)
     try:
-        code = _train_in_world(cfg, world)
+        code = _train_placed(cfg, placement, plan)
     except BaseException:
-        distributed.finish(world, wait=False)
+        finish(world, wait=False)
         raise
-    distributed.finish(world, code)
+    finish(world, code)
     return code
 
 
-def _train_in_world(cfg: RunConfig, world: World) -> int:
+def _train_placed(cfg: RunConfig, placement: Placement, plan: TrainingPlan) -> int:
     from lmplay.train.describe import describe_session
     from lmplay.train.session import build_session
     from lmplay.train.trainer import Trainer, TrainingDiverged
 
-    session = build_session(cfg, world)
+    session = build_session(cfg, placement, plan)
     print(describe_session(session, full=cfg.system.describe), file=sys.stderr)
     if cfg.system.describe:
         return 0

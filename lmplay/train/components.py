@@ -92,16 +92,19 @@ class RngState:
 
 
 class StepState:
-    """The LR schedule's position: the optimizer step, which the runner also counts.
+    """The LR schedule's position: the optimizer step, which the runner also counts, and the
+    step the optimizer's warmup began at.
 
     The schedule is a pure function of the step, so loading only checks that the stored step
     agrees with the runner's (the runner loads first): a checkpoint whose pieces disagree is
-    malformed.
+    malformed. With `restart_warmup` (a fresh optimizer on trained weights) the warmup begins
+    again at the loaded step instead of where the checkpoint's began.
     """
 
-    def __init__(self, step: Callable[[], int]) -> None:
+    def __init__(self, step: Callable[[], int], restart_warmup: bool = False) -> None:
         self._step = step
-        self.warmup_from = 0  # the step a fresh optimizer (--ignore-optimizer) began at
+        self._restart_warmup = restart_warmup
+        self.warmup_from = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self._step(), "warmup_from": self.warmup_from}
@@ -115,4 +118,4 @@ class StepState:
         warmup_from = state.get("warmup_from", 0)  # absent before --ignore-optimizer warmed up
         if not isinstance(warmup_from, int) or not 0 <= warmup_from <= stored:
             raise ValueError(f"schedule warmup_from {warmup_from!r} is not a step up to {stored}")
-        self.warmup_from = warmup_from
+        self.warmup_from = stored if self._restart_warmup else warmup_from

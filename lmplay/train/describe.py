@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import math
 
-from lmplay.models import get_experiment
 from lmplay.plan.format import StageDef
 from lmplay.train.session import Session
 
 
 def describe_session(session: Session, *, full: bool = False) -> str:
     s = session
-    experiment = s.experiment or get_experiment(s.exp)
+    built, world = s.built, s.placement.world
+    experiment = built.experiment
     params = sum(p.numel() for p in s.model.parameters())
     trainable = sum(p.numel() for p in s.model.parameters() if p.requires_grad)
-    args = s.model_args
-    precision = "fp32" if s.precision.dtype is None else str(s.precision.dtype).split(".")[-1]
+    args = built.args
+    precision = s.placement.precision.describe()
     lines = [
-        f"exp {s.exp}: {experiment.description}",
+        f"exp {built.exp}: {experiment.description}",
         f"  {args.num_blocks} blocks, embed {args.embed_dim}, {args.num_heads} heads, "
         f"context {args.context_len}; {params:,} parameters ({trainable:,} trainable)",
-        f"  device {s.device}, {precision}{', compiled' if s.cfg.system.compile_model else ''}"
+        f"  device {s.placement.device}, {precision}"
+        f"{', compiled' if s.cfg.system.compile_model else ''}"
         f"{', activation checkpointing' if s.cfg.system.activation_checkpointing else ''}; "
         f"batch {s.cfg.batch.batch_size} in mini-batches of {s.cfg.batch.mini_batch()}"
-        f"{' (short samples packed)' if s.pack_len else ''}; "
+        f"{' (short samples packed)' if built.pack_len else ''}; "
         f"{s.cfg.optim.optimizer} lr {s.cfg.optim.lr:g}",
         "weight-decay groups:",
         *("  " + row for row in s.groups.describe().splitlines()),
@@ -33,10 +34,10 @@ def describe_session(session: Session, *, full: bool = False) -> str:
     lines.extend(s.stop_rules.describe([stage.name for stage in s.plan.stages]))
     if s.best.set_name is not None:
         lines.append(f"best checkpoint: lowest validation loss on '{s.best.set_name}'")
-    if s.world.distributed:
+    if world.distributed:
         lines.append(
-            f"data parallel: {s.world.size} ranks ({s.world.parallel}); each computes every "
-            f"{s.world.size}th mini-batch of the global batch"
+            f"data parallel: {world.size} ranks ({world.parallel}); each computes every "
+            f"{world.size}th mini-batch of the global batch"
         )
     if s.started_from is not None:
         initial = s.stats.meta.get("initial_model") or {}

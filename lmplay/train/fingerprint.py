@@ -20,6 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from lmplay.config import RESUME_SETTINGS
 from lmplay.errors import UsageError
 
 MUST_MATCH: dict[str, tuple[str, str]] = {
@@ -30,20 +31,8 @@ MUST_MATCH: dict[str, tuple[str, str]] = {
 }
 """Settings a resume must repeat: the flag (without `--`) -> its place in RunConfig.to_dict()."""
 DATA = "data"
-ALLOWED_NAMES = (*MUST_MATCH, DATA)
+assert set(RESUME_SETTINGS) == {*MUST_MATCH, DATA}, "config.RESUME_SETTINGS names what is compared"
 _CHUNK = 1 << 20
-
-
-def allowed_changes(text: str | None) -> set[str]:
-    """The names of `--allow-changed`, refused unless each is one of ALLOWED_NAMES."""
-    names = {name.strip().removeprefix("--") for name in (text or "").split(",") if name.strip()}
-    unknown = sorted(names - set(ALLOWED_NAMES))
-    if unknown:
-        raise UsageError(
-            f"--allow-changed {', '.join(unknown)}: not a setting a resume compares; choose "
-            f"from {', '.join(ALLOWED_NAMES)}"
-        )
-    return names
 
 
 def dataset_fingerprints(datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -33,7 +33,8 @@ class StageRun:
         if self.settings.own_schedule:
             self.schedule = self.settings.schedule(self.stage, self.batcher.planned_tokens)
         self.frozen = frozen_parameters(s.model, self.settings.freeze)
-        self.pack_len = None if s.pack_len is None else min(s.pack_len, self.settings.context_len)
+        pack_len = s.built.pack_len
+        self.pack_len = None if pack_len is None else min(pack_len, self.settings.context_len)
         self.run_schedule = s.schedule  # the flags' schedule, for stages without their own
 
     def _batcher(self, seed: int) -> StageBatcher | MixtureBatcher:

@@ -7,9 +7,8 @@ an uneven last mini-batch and rows of different lengths.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,14 +16,10 @@ from torch import nn
 
 from lmplay.data.batcher import Batch, Sample, collate
 from lmplay.data.packing import pack
-from lmplay.train.distributed import (
-    SINGLE,
-    World,
-    gradient_factor,
-    gradient_sync,
-    local_rank_share,
-)
+from lmplay.train.distributed.sharding import gradient_factor, gradient_sync, local_rank_share
 from lmplay.train.loss import as_loss_model, plain_model
+from lmplay.train.optim import set_lr
+from lmplay.train.placement import Placement, Precision
 
 
 @dataclass(frozen=True)
@@ -39,20 +34,6 @@ class StepResult:
     micro_steps: int
     missing_grads: tuple[str, ...] = ()  # trainable parameters with no gradient (--check-grads)
     applied: bool = True  # False: loss or gradients not finite, the weights were left as they were
-
-
-@dataclass
-class Precision:
-    """How forward passes run: autocast dtype (None = full precision) and the grad scaler."""
-
-    device_type: str = "cpu"
-    dtype: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
 def token_losses(
@@ -108,26 +89,17 @@ def prepare_mini_batches(
 
 
 def accumulate_gradients(
-    model: nn.Module,
-    samples: list[Sample],
-    mini_batch_size: int,
-    device: torch.device,
-    precision: Precision,
-    pack_len: int | None = None,
-    world: World = SINGLE,
-    mini_batches: list[Batch] | None = None,
+    model: nn.Module, samples: list[Sample], mini_batches: list[Batch], placement: Placement
 ) -> _Accumulated:
-    """Backward over every mini-batch of the logical batch (packed into rows of `pack_len`);
-    `mini_batches` are those already prepared by `prepare_mini_batches`.
+    """Backward over every mini-batch of the logical batch `samples`, as prepared by
+    `prepare_mini_batches`.
 
     With several ranks each runs its share of the mini-batches (`local_rank_share`), gradients
     are all-reduced once, on the last micro-step; the sums stay this rank's (see `train_step`).
     """
     total_loss_tokens = loss_tokens(samples)
     loss_model = as_loss_model(model)
-    if mini_batches is None:
-        pin = device.type == "cuda"
-        mini_batches = prepare_mini_batches(samples, mini_batch_size, pack_len, pin)
+    device, precision, world = placement.device, placement.precision, placement.world
     share = local_rank_share(mini_batches, world)
     factor = gradient_factor(world)
     acc = _Accumulated.zeros(device)
@@ -158,32 +130,26 @@ def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     samples: list[Sample],
+    mini_batches: list[Batch],
     *,
-    mini_batch_size: int,
+    lr: float | None,
     grad_clip: float,
-    device: torch.device,
-    precision: Precision,
-    set_lr: Callable[[], None] | None = None,
+    placement: Placement,
     check_grads: bool = False,
-    pack_len: int | None = None,
-    world: World = SINGLE,
-    mini_batches: list[Batch] | None = None,
     frozen: Sequence[nn.Parameter] = (),
 ) -> StepResult:
-    """A full optimizer step. The optimizer is not stepped when the loss or the gradient norm is
-    not finite (under fp16 grad scaling, the scaler skips steps with overflowing gradients).
+    """A full optimizer step at learning rate `lr` (None: the optimizer's own) over the logical
+    batch `samples`, split into `mini_batches` by `prepare_mini_batches` (packed or one sample
+    per row). The optimizer is not stepped when the loss or the gradient norm is not finite
+    (under fp16 grad scaling, the scaler skips steps with overflowing gradients).
 
-    With `pack_len`, short samples of a mini-batch share rows of that many tokens (the model
-    must take `positions` and `segments`); the loss is the same, the padding less.
-    `mini_batches`: `samples` already split by `prepare_mini_batches` (with the same options).
     The host waits for the device once: to read the loss, correct count and gradient norm.
     `frozen` parameters (a stage's `freeze`) lose their gradient before clipping, so the
     optimizer leaves them, their moments and their weight decay alone.
     """
+    precision, world = placement.precision, placement.world
     optimizer.zero_grad(set_to_none=True)
-    acc = accumulate_gradients(
-        model, samples, mini_batch_size, device, precision, pack_len, world, mini_batches
-    )
+    acc = accumulate_gradients(model, samples, mini_batches, placement)
     model = plain_model(model)
     for param in frozen:
         param.grad = None
@@ -202,8 +168,8 @@ def train_step(
     loss = loss_sum / total
     applied = math.isfinite(loss) and (precision.scaler is not None or math.isfinite(grad_norm))
     if applied:
-        if set_lr is not None:
-            set_lr()
+        if lr is not None:
+            set_lr(optimizer, lr)
         if precision.scaler is not None:
             precision.scaler.step(optimizer)
             precision.scaler.update()

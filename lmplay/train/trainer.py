@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import shlex
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +12,13 @@ from tqdm import tqdm
 
 from lmplay.data.batcher import validation_samples
 from lmplay.data.prefetch import PrefetchingBatcher, PreparedBatch
-from lmplay.models import get_experiment
 from lmplay.plan.datasets import PlanData
-from lmplay.train.checkpoint import (
-    save_checkpoint,
-)
-from lmplay.train.distributed import AgreedStop
+from lmplay.train.distributed.process_group import AgreedStop
+from lmplay.train.distributed.world import resume_command
 from lmplay.train.mfu import mfu, peak_flops
-from lmplay.train.optim import set_lr
 from lmplay.train.progress_bar import StageProgress
 from lmplay.train.sampling import generate_samples
+from lmplay.train.saves import RunSaves
 from lmplay.train.session import Session
 from lmplay.train.signals import StopRequest, pause_point
 from lmplay.train.stage_run import StageRun
@@ -46,8 +40,10 @@ class Trainer:
         self._validation_cache: dict[str, list] | None = None
         self._last_flush = time.monotonic()
         self._warned_missing_grads = False
-        self._flops_per_token = get_experiment(session.exp).flops_per_token(session.model_args)
-        self._peak_flops = peak_flops(session.device, session.cfg.system.peak_tflops)
+        self.saves = RunSaves(session)
+        built = session.built
+        self._flops_per_token = built.experiment.flops_per_token(built.args)
+        self._peak_flops = peak_flops(session.placement.device, session.cfg.system.peak_tflops)
 
     def fit(self) -> int:
         """Train the rest of the plan; returns the process exit code."""
@@ -61,7 +57,7 @@ class Trainer:
             )
             return 0
         with StopRequest() as signals:
-            stop = AgreedStop(signals, s.world)  # every rank stops after the same step
+            stop = AgreedStop(signals, s.placement.world)  # every rank stops after the same step
             if s.runner.step == 0 and not self._validated_at_this_step():
                 self.validate()
             stop.sync()
@@ -115,15 +111,11 @@ class Trainer:
             s.train_model,
             s.optimizer,
             samples,
-            mini_batch_size=self.stage.settings.mini_batch(),
+            batch.mini_batches,
+            lr=lr,
             grad_clip=self.stage.settings.grad_clip,
-            device=s.device,
-            precision=s.precision,
-            set_lr=lambda: set_lr(s.optimizer, lr),
+            placement=s.placement,
             check_grads=s.cfg.system.check_grads,
-            pack_len=self.stage.pack_len,
-            world=s.world,
-            mini_batches=batch.mini_batches,
             frozen=self.stage.frozen,
         )
         if not result.applied:
@@ -205,24 +197,18 @@ class Trainer:
         if now // io.save_interval != before // io.save_interval:
             self.save()
             if io.keep_last:
-                self._save_rolling()
+                self.saves.rolling()
 
     def validate(self) -> dict[str, float]:
         s = self.s
         s.model.eval()
         losses = {}
         for name, samples in self._validation_sets().items():
-            scores = score_validation_set(
-                s.train_model,
-                samples,
-                s.cfg.batch.validation_batch(),
-                s.device,
-                s.precision,
-                s.world,
-            )
+            batch_size = s.cfg.batch.validation_batch()
+            scores = score_validation_set(s.train_model, samples, batch_size, s.placement)
             loss, accuracy, words = scores.loss, scores.accuracy, scores.word_accuracy
             # Every rank computes it (an FSDP forward is collective); rank 0 prints and writes.
-            example = validation_example(s.train_model, samples[0], s.device, s.precision)
+            example = validation_example(s.train_model, samples[0], s.placement)
             s.stats.add_validation(
                 name,
                 {
@@ -289,11 +275,8 @@ class Trainer:
             self._record_stop(stage, Stop("max_steps", f"reached --max-steps {max_steps}"))
 
     def _save_best(self) -> None:
-        """The run at its best validation point so far, written atomically beside the run."""
         self._sync_batcher_state()
-        components = self.components()  # on every rank: gathering sharded state is collective
-        path = self.s.files.best
-        self.s.world.on_main(lambda: save_checkpoint(path, components))
+        self.saves.best()
 
     def _validated_at_this_step(self) -> bool:
         # Read from the stats, which travel in the checkpoint: a rerun after a stop between a
@@ -303,43 +286,17 @@ class Trainer:
             records and records[-1]["steps"] == step for records in self.s.stats.validation.values()
         )
 
-    def save(self, path: Path | None = None) -> None:
-        """Write the checkpoint (atomically) with every component's state."""
-        s = self.s
-        s.stats.flush()
+    def save(self, also: Path | None = None) -> None:
+        """Write the run's checkpoint (and `also`, a stage checkpoint) with every component."""
         self._last_flush = time.monotonic()
         self._sync_batcher_state()
-        pause_point("save")
-        components = self.components()  # on every rank: FSDP gathers the weights to rank 0
-
-        def write() -> None:
-            save_checkpoint(path or s.files.checkpoint, components)
-            if path is not None and path != s.files.checkpoint:
-                save_checkpoint(s.files.checkpoint, components)
-
-        s.world.on_main(write)
-
-    def components(self) -> dict[str, dict[str, Any]]:
-        """Every component's state_args and state, from the session's one checkpoint map."""
-        return self.s.checkpoint_map.components()
+        self.saves.checkpoint(also)
 
     def _sync_batcher_state(self) -> None:
         # Also when the batcher just ran out: a save after the stage's last step must not keep
         # an older position, or a crash before the stage checkpoint would replay batches.
         if self.batcher is not None:
             self.s.progress.batcher_state = self.batcher.state_dict()
-
-    def _save_rolling(self) -> None:
-        s = self.s
-        path = s.files.step(s.runner.step)
-        components = self.components()
-
-        def write() -> None:
-            save_checkpoint(path, components)
-            for old in s.files.step_checkpoints()[: -s.cfg.io.keep_last]:
-                old.unlink(missing_ok=True)
-
-        s.world.on_main(write)
 
     def _begin_stage(self) -> Any:
         """The current stage's batcher, at its saved position, with its settings applied."""
@@ -353,7 +310,8 @@ class Trainer:
     def _prefetching(self, batcher: Any) -> PrefetchingBatcher:
         """`batcher` with its next batch split into mini-batches (pinned for CUDA) ahead."""
         assert self.stage is not None
-        mini_batch, pin = self.stage.settings.mini_batch(), self.s.device.type == "cuda"
+        mini_batch = self.stage.settings.mini_batch()
+        pin = self.s.placement.device.type == "cuda"
         pack_len = self.stage.pack_len
         return PrefetchingBatcher(
             batcher, lambda samples: prepare_mini_batches(samples, mini_batch, pack_len, pin)
@@ -395,12 +353,10 @@ class Trainer:
             if not math.isfinite(result.loss)
             else f"gradient norm is {result.grad_norm} (loss {result.loss:.4f})"
         )
-        last_good = s.files.last_good
         self._sync_batcher_state()
         stage = s.plan.stages[s.progress.stage_index].name
         self._record_stop(stage, Stop("diverged", f"{what} at step {step}"))
-        components = self.components()
-        s.world.on_main(lambda: save_checkpoint(last_good, components))
+        last_good = self.saves.last_good()
         raise TrainingDiverged(
             f"{what} at step {step}: training stopped before applying it; the last good state "
             f"is in {last_good} and {s.files.checkpoint} was left as it is (try a lower --lr or "
@@ -434,21 +390,3 @@ def hash_seed(*parts: int) -> int:
     for part in parts:
         value = (value * 1_000_003 + part) % (2**63)
     return value
-
-
-def resume_command(environ: Mapping[str, str] = os.environ) -> str:
-    """The command that resumes this run: lmp_trainer's, or torchrun's when torchrun started it.
-
-    torchrun keeps its own flags to itself, but its environment tells how many processes each
-    node ran; a run may resume at another world size, so this is one way of several.
-    """
-    flags = " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    if "TORCHELASTIC_RUN_ID" not in environ:
-        return f"lmp_trainer {flags}".rstrip()
-    per_node = environ.get("LOCAL_WORLD_SIZE", "1")
-    if environ.get("GROUP_WORLD_SIZE", "1") == "1":
-        launcher = f"torchrun --standalone --nproc-per-node={per_node}"
-    else:  # several nodes: their rendezvous flags are theirs to repeat
-        nodes = environ["GROUP_WORLD_SIZE"]
-        launcher = f"torchrun --nnodes={nodes} --nproc-per-node={per_node} <rendezvous flags>"
-    return f"{launcher} -m lmplay.cli.trainer {flags}".rstrip()

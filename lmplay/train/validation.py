@@ -17,9 +17,10 @@ from torch import nn
 
 from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
 from lmplay.data.tokenizer import get_tokenizer
-from lmplay.train.distributed import SINGLE, World, local_rank_share
+from lmplay.train.distributed.sharding import local_rank_share
+from lmplay.train.distributed.world import SINGLE, World
 from lmplay.train.loss import as_loss_model
-from lmplay.train.step import Precision
+from lmplay.train.placement import Placement, Precision
 
 EXAMPLE_CHARS = 300  # longest prompt, truth and prediction an example (and a stats record) keeps
 _ELLIPSIS = "…"
@@ -67,9 +68,7 @@ def score_validation_set(
     model: nn.Module,
     samples: Sequence[Sample],
     batch_size: int,
-    device: torch.device,
-    precision: Precision,
-    world: World = SINGLE,
+    placement: Placement,
 ) -> ValidationScores:
     """Loss, token accuracy and word accuracy of `samples`, from one forward pass over each row.
 
@@ -80,8 +79,9 @@ def score_validation_set(
         raise ValueError("a validation set needs at least one sample")
     tokenizer = get_tokenizer()
     loss_sum, correct, words = 0.0, 0, 0.0
+    world = placement.world
     for index, predicted, sample_loss in _teacher_forced(
-        model, samples, batch_size, device, precision, world
+        model, samples, batch_size, placement.device, placement.precision, world
     ):
         sample = samples[index]
         loss_sum += sample_loss
@@ -97,11 +97,14 @@ def teacher_forced_predictions(
     model: nn.Module,
     samples: Sequence[Sample],
     batch_size: int,
-    device: torch.device,
-    precision: Precision,
+    placement: Placement,
 ) -> list[list[int]]:
-    """Per sample, in order, the argmax token at each truth position (`len(sample.truth)` ids)."""
+    """Per sample, in order, the argmax token at each truth position (`len(sample.truth)` ids).
+
+    Every rank predicts every sample (no share): an FSDP forward is a collective all ranks join.
+    """
     predictions: list[list[int]] = [[] for _ in samples]
+    device, precision = placement.device, placement.precision
     for index, predicted, _ in _teacher_forced(model, samples, batch_size, device, precision):
         predictions[index] = predicted
     return predictions
@@ -144,8 +147,7 @@ def _teacher_forced(
 def validation_example(
     model: nn.Module,
     sample: Sample,
-    device: torch.device,
-    precision: Precision,
+    placement: Placement,
     max_chars: int = EXAMPLE_CHARS,
 ) -> dict[str, str]:
     """Prompt, truth and prediction of one sample, decoded and each at most `max_chars` long.
@@ -153,7 +155,7 @@ def validation_example(
     The prompt keeps its end (the words right before the truth), truth and prediction their
     start, so the three still line up when read one under the other.
     """
-    (predicted,) = teacher_forced_predictions(model, [sample], 1, device, precision)
+    (predicted,) = teacher_forced_predictions(model, [sample], 1, placement)
     tokenizer = get_tokenizer()
     return {
         "prompt": shorten(tokenizer.decode(list(sample.prompt)), max_chars, keep="end"),

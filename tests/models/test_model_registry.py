@@ -154,14 +154,14 @@ def test_an_old_name_still_works_and_warns_once(old, new, monkeypatch, capsys):
 def test_a_checkpoint_of_an_old_name_resumes_under_the_new_one(monkeypatch, capsys):
     from lmplay.config import ModelConfig, RunConfig
     from lmplay.errors import CheckpointError
-    from lmplay.train.session import _model_identity
+    from lmplay.train.model_setup import model_identity
 
     monkeypatch.setattr(registry, "_WARNED", set())
     args = get_experiment("gpt2ish_124m").args(**TINY_SIZES)
     stored = {"state_args": {"exp": "gpt2ish_med", "model_args": args.to_dict()}}
     for exp in ("gpt2ish_124m", "gpt2ish_med"):
         cfg = RunConfig(model=ModelConfig(exp=exp))
-        assert _model_identity(cfg, stored, None)[1] == args
+        assert model_identity(cfg, stored, None)[1] == args
     assert "old name of gpt2ish_124m" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="holds a 'gpt2ish_med' model but --exp is 'gpt2ish'"):
-        _model_identity(RunConfig(), stored, None)
+        model_identity(RunConfig(), stored, None)

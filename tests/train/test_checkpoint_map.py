@@ -73,8 +73,8 @@ def test_fp16_grad_scaler_is_saved_and_restored(tmp_path: Path) -> None:
     scaler = load_checkpoint(path)["components"]["grad_scaler"]["state"]
     assert scaler["_growth_tracker"] > 0  # progress that a fresh scaler would not have
     session = resumed(tmp_path, system=fp16)
-    assert session.precision.scaler is not None
-    assert session.precision.scaler.state_dict() == scaler
+    assert session.placement.precision.scaler is not None
+    assert session.placement.precision.scaler.state_dict() == scaler
 
 
 def test_version_1_checkpoints_resume_under_todays_names(two_steps: Path, tmp_path: Path) -> None:

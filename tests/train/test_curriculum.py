@@ -183,15 +183,15 @@ CONTEXT_GROWTH = [
 
 def test_context_growth_trains_every_token_once_and_splits_agree(tmp_path, monkeypatch) -> None:
     taken: list[tuple[str, list]] = []
-    real_step = trainer_module.train_step
+    real_prepare = trainer_module.prepare_mini_batches
 
-    def spy(model, optimizer, samples, **kwargs):
-        taken.append((kwargs["pack_len"], list(samples)))
-        return real_step(model, optimizer, samples, **kwargs)
+    def spy(samples, mini_batch_size, pack_len, pin):  # the rows each step trains on
+        taken.append((pack_len, list(samples)))
+        return real_prepare(samples, mini_batch_size, pack_len, pin)
 
-    monkeypatch.setattr(trainer_module, "train_step", spy)
+    monkeypatch.setattr(trainer_module, "prepare_mini_batches", spy)
     whole = train(make_folder(tmp_path / "whole", CONTEXT_GROWTH, (6, 3)), "out", *SGD)
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.setattr(trainer_module, "prepare_mini_batches", real_prepare)
     split = [dict(CONTEXT_GROWTH[0], mini_batch_size=3), dict(CONTEXT_GROWTH[1], mini_batch_size=4)]
     parts = train(make_folder(tmp_path / "split", split, (6, 3)), "out", *SGD)
 

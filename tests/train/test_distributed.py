@@ -27,15 +27,11 @@ from lmplay.cli.trainer import build_parser, config_from_args
 from lmplay.errors import UsageError
 from lmplay.stats.runs import load_stats
 from lmplay.train.checkpoint import load_checkpoint
-from lmplay.train.distributed import (
-    SINGLE,
-    AgreedStop,
-    World,
-    local_rank_share,
-    world_from_env,
-)
+from lmplay.train.distributed.process_group import AgreedStop
+from lmplay.train.distributed.sharding import local_rank_share
+from lmplay.train.distributed.world import SINGLE, World, resume_command, world_from_env
 from lmplay.train.session import build_session
-from lmplay.train.trainer import Trainer, resume_command
+from lmplay.train.trainer import Trainer
 
 # 8 samples in mini-batches of 3 (3 + 3 + 2): rank 0 takes two, rank 1 one and a stand-in;
 # 8 validation samples in batches of 3 split the same way.

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_step import CPU, ragged_samples, tiny_model
+from test_step import CPU, ragged_samples, step, tiny_model
 
 import lmplay
 from lmplay.train.optim import build_optimizer
-from lmplay.train.step import Precision, prepare_mini_batches, train_step
+from lmplay.train.placement import Placement
+from lmplay.train.step import StepResult, prepare_mini_batches, train_step
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "numpy")
 
@@ -31,27 +32,17 @@ def device_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def sgd_step(mini_batch_size: int, mini_batches: list | None = None) -> None:
+def sgd_step(mini_batch_size: int) -> StepResult:
     model = tiny_model()
     # SGD: AdamW reads its step counter with .item() (a CPU tensor, so no device sync anyway).
     optimizer, _ = build_optimizer("sgd", model, lr=1e-2, weight_decay=0.0, device=CPU)
-    return train_step(
-        model, optimizer, ragged_samples(8, seed=4), mini_batch_size=mini_batch_size,
-        grad_clip=1.0, device=CPU, precision=Precision(), mini_batches=mini_batches,
-    )  # fmt: skip
+    return step(model, optimizer, ragged_samples(8, seed=4), mini_batch_size)
 
 
 def test_a_step_of_several_mini_batches_reads_the_device_once(device_reads: list[str]) -> None:
     result = sgd_step(mini_batch_size=3)
     assert result.micro_steps == 3
     assert device_reads == ["tolist"]
-
-
-def test_prepared_mini_batches_give_the_same_step() -> None:
-    samples = ragged_samples(8, seed=4)
-    direct = sgd_step(mini_batch_size=3)
-    prepared = sgd_step(mini_batch_size=3, mini_batches=prepare_mini_batches(samples, 3))
-    assert prepared == direct
 
 
 @pytest.mark.gpu
@@ -62,15 +53,16 @@ def test_cuda_step_syncs_only_to_read_its_result() -> None:
     model = tiny_model().to(cuda)
     optimizer, _ = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.0, device=cuda)
     samples = ragged_samples(8, seed=4)
-    step = dict(mini_batch_size=3, grad_clip=1.0, device=cuda, precision=Precision("cuda"))
-    train_step(model, optimizer, samples, **step)  # warm-up: lazy state, allocator
+    placement = Placement.on(cuda)
+    step(model, optimizer, samples, 3, placement=placement)  # warm-up: lazy state, allocator
     mini_batches = prepare_mini_batches(samples, 3, pin=True)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            train_step(model, optimizer, samples, mini_batches=mini_batches, **step)
+            train_step(model, optimizer, samples, mini_batches, lr=1e-3, grad_clip=1.0,
+                       placement=placement)  # fmt: skip
     finally:
         torch.cuda.set_sync_debug_mode("default")
     # Kernels may synchronize inside torch (embedding backward does on some versions); what

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_step import CPU, VOCAB, gradients, ragged_samples
+from test_step import VOCAB, accumulate, gradients, ragged_samples
 from torch import nn
 
 from lmplay.errors import UsageError
@@ -12,7 +12,6 @@ from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.generation import generate
 from lmplay.models.registry import ModelArgs
 from lmplay.train.memory import enable_activation_checkpointing
-from lmplay.train.step import Precision, accumulate_gradients
 
 PACK_LEN = TINY_SIZES["context_len"]
 
@@ -31,7 +30,7 @@ def test_gradients_equal_with_recomputed_blocks(exp: str) -> None:
     assert plain.state_dict().keys() == checkpointed.state_dict().keys()
     for net in (plain, checkpointed):
         torch.manual_seed(1)
-        accumulate_gradients(net, samples, 3, CPU, Precision(), PACK_LEN)
+        accumulate(net, samples, 3, PACK_LEN)
     expected, got = gradients(plain), gradients(checkpointed)
     assert expected.keys() == got.keys()
     for name in expected:
@@ -43,7 +42,7 @@ def test_recomputation_happens_in_backward() -> None:
     enable_activation_checkpointing(net)
     calls = []
     net.blocks[0].mlp.register_forward_pre_hook(lambda *_: calls.append(True))
-    accumulate_gradients(net, ragged_samples(2, seed=0), 2, CPU, Precision())
+    accumulate(net, ragged_samples(2, seed=0), 2)
     assert len(calls) == 2  # the forward pass, then again in backward
 
 

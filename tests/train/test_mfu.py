@@ -54,7 +54,7 @@ def test_train_records_carry_mfu_when_the_peak_is_known(tmp_path: Path) -> None:
     cfg = tiny_run_config(tmp_path, io=io, system=SystemConfig(device="cpu", peak_tflops=0.5))
     session = build_session(cfg)
     Trainer(session).fit()
-    flops = get_experiment(session.exp).flops_per_token(session.model_args)
+    flops = get_experiment(session.built.exp).flops_per_token(session.model_args)
     records = session.stats.train
     assert len(records) == 2
     for record in records:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from lmp_testing import TINY_FLAGS, cli_in_process, evaluate, one_stage_plan
-from test_step import ragged_samples
+from test_step import ragged_samples, step
 
-from lmplay.config import RunConfig, SystemConfig
+from lmplay.config import SystemConfig
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.optim import build_optimizer
-from lmplay.train.session import resolve_precision
-from lmplay.train.step import Precision, train_step
+from lmplay.train.placement import Placement, Precision, resolve_precision
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -24,9 +23,9 @@ def tiny_model(exp: str = "gpt2ish") -> torch.nn.Module:
 
 
 def test_amp_on_cpu_resolves_to_bf16_without_a_scaler() -> None:
-    precision = resolve_precision(RunConfig(system=SystemConfig(amp=True)), CPU)
+    precision = resolve_precision(SystemConfig(amp=True), CPU)
     assert precision.dtype == torch.bfloat16 and precision.scaler is None
-    assert resolve_precision(RunConfig(), CPU).dtype is None
+    assert resolve_precision(SystemConfig(), CPU).dtype is None
 
 
 @pytest.mark.slow
@@ -38,8 +37,8 @@ def test_bf16_autocast_step_on_cpu_tracks_fp32(exp: str, pack_len: int | None) -
     for name, precision in {"fp32": Precision(), "bf16": Precision("cpu", torch.bfloat16)}.items():
         model = tiny_model(exp)
         optimizer, _ = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.0, device=CPU)
-        first = train_step(model, optimizer, samples, mini_batch_size=3, grad_clip=1.0,
-                           device=CPU, precision=precision, pack_len=pack_len)  # fmt: skip
+        placement = Placement(CPU, precision=precision)
+        first = step(model, optimizer, samples, 3, placement=placement, pack_len=pack_len)
         after, _, _ = evaluate(model, samples, 8, CPU, Precision())
         results[name] = (first.loss, after)
     assert results["bf16"][0] == pytest.approx(results["fp32"][0], rel=2e-2)
@@ -70,10 +69,9 @@ def test_cuda_bf16_amp_and_fused_adamw_step() -> None:
     model = tiny_model().to(device)
     optimizer, _ = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.0, device=device)
     assert optimizer.defaults.get("fused") is True
-    precision = resolve_precision(RunConfig(system=SystemConfig(amp=True)), device)
-    result = train_step(model, optimizer, ragged_samples(8, seed=1), mini_batch_size=4,
-                        grad_clip=1.0, device=device, precision=precision,
-                        pack_len=TINY_SIZES["context_len"])  # fmt: skip
+    placement = Placement(device, precision=resolve_precision(SystemConfig(amp=True), device))
+    result = step(model, optimizer, ragged_samples(8, seed=1), 4, placement=placement,
+                  pack_len=TINY_SIZES["context_len"])  # fmt: skip
     assert torch.isfinite(torch.tensor(result.loss))
 
 
@@ -81,11 +79,10 @@ def test_cuda_bf16_amp_and_fused_adamw_step() -> None:
 @needs_cuda
 def test_cuda_fp16_uses_a_grad_scaler() -> None:
     device = torch.device("cuda")
-    cfg = RunConfig(system=SystemConfig(amp=True, amp_dtype="fp16"))
-    precision = resolve_precision(cfg, device)
+    precision = resolve_precision(SystemConfig(amp=True, amp_dtype="fp16"), device)
     assert precision.dtype == torch.float16 and precision.scaler is not None
     model = tiny_model().to(device)
     optimizer, _ = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.0, device=device)
-    result = train_step(model, optimizer, ragged_samples(8, seed=2), mini_batch_size=4,
-                        grad_clip=1.0, device=device, precision=precision)  # fmt: skip
+    placement = Placement(device, precision=precision)
+    result = step(model, optimizer, ragged_samples(8, seed=2), 4, placement=placement)
     assert torch.isfinite(torch.tensor(result.loss))

@@ -109,9 +109,9 @@ def test_missing_initial_model_is_a_usage_error(tmp_path) -> None:
 def test_rows_are_packed_unless_turned_off_or_unsupported(tmp_path) -> None:
     from lmplay.models.registry import Experiment
 
-    assert build_session(config(tmp_path)).pack_len == 64  # the context length
+    assert build_session(config(tmp_path)).built.pack_len == 64  # the context length
     plain = build_session(config(tmp_path, batch=BatchConfig(batch_size=4, no_packing=True)))
-    assert plain.pack_len is None
+    assert plain.built.pack_len is None
 
     class OneSamplePerRow(torch.nn.Module):
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

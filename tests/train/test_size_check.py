@@ -14,7 +14,7 @@ from lmp_testing import one_stage_plan
 from lmplay.cli.trainer import main
 from lmplay.models import get_experiment
 from lmplay.models.lora import LoraSpec, apply_lora
-from lmplay.train.session import parameter_counts
+from lmplay.train.model_setup import parameter_counts
 
 
 def _real_counts(model: torch.nn.Module) -> tuple[int, int]:

@@ -13,10 +13,45 @@ from lmplay.data.batcher import Sample
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.optim import build_optimizer
-from lmplay.train.step import Precision, accumulate_gradients, train_step
+from lmplay.train.placement import Placement, Precision
+from lmplay.train.step import (
+    StepResult,
+    accumulate_gradients,
+    prepare_mini_batches,
+    train_step,
+)
 
 VOCAB = 97
 CPU = torch.device("cpu")
+ON_CPU = Placement.on(CPU)
+
+
+def step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: list[Sample],
+    mini_batch_size: int,
+    *,
+    placement: Placement = ON_CPU,
+    pack_len: int | None = None,
+) -> StepResult:
+    """train_step on `samples` split into mini-batches of `mini_batch_size` (clip 1.0)."""
+    mini_batches = prepare_mini_batches(samples, mini_batch_size, pack_len)
+    return train_step(
+        model, optimizer, samples, mini_batches, lr=None, grad_clip=1.0, placement=placement
+    )
+
+
+def accumulate(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    mini_batch_size: int,
+    pack_len: int | None = None,
+    placement: Placement = ON_CPU,
+) -> None:
+    accumulate_gradients(
+        model, samples, prepare_mini_batches(samples, mini_batch_size, pack_len), placement
+    )
 
 
 def tiny_model(exp: str = "gpt2ish", seed: int = 0) -> torch.nn.Module:
@@ -54,13 +89,13 @@ def test_accumulated_gradient_equals_full_batch_gradient(
 ) -> None:
     samples = ragged_samples(8, seed)
     reference = tiny_model(exp).double()  # float64, one sample per row: the reference
-    accumulate_gradients(reference, samples, len(samples), CPU, Precision())
+    accumulate(reference, samples, len(samples))
     expected = gradients(reference)
     scale = max(g.abs().max() for g in expected.values())
     mini_batch = random_split_sizes(random.Random(seed), len(samples))
     for size in {1, 3, mini_batch}:
         model = tiny_model(exp)
-        accumulate_gradients(model, samples, size, CPU, Precision(), pack_len)
+        accumulate(model, samples, size, pack_len)
         got = gradients(model)
         worst = max((got[n].double() - expected[n]).abs().max() for n in expected)
         assert worst / scale <= 1e-6, f"mini-batch {size}: relative error {worst / scale:.2e}"
@@ -89,12 +124,9 @@ def run_steps(
     """
     model = tiny_model(seed=5)
     optimizer, _ = build_optimizer("adamw", model, lr=3e-4, weight_decay=0.01, device=CPU)
-    for step in range(steps):
-        train_step(
-            model, optimizer, ragged_samples(8, seed=100 + step),
-            mini_batch_size=mini_batch_size, grad_clip=1.0, device=CPU, precision=Precision(),
-            pack_len=pack_len,
-        )  # fmt: skip
+    for index in range(steps):
+        step(model, optimizer, ragged_samples(8, seed=100 + index), mini_batch_size,
+             pack_len=pack_len)  # fmt: skip
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -112,10 +144,7 @@ def test_one_step_reduces_the_loss_on_a_fixed_batch() -> None:
     optimizer, _ = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.0, device=CPU)
     samples = ragged_samples(8, seed=3)
     before, _, _ = evaluate(model, samples, 8, CPU, Precision())
-    result = train_step(
-        model, optimizer, samples, mini_batch_size=3, grad_clip=1.0, device=CPU,
-        precision=Precision(),
-    )  # fmt: skip
+    result = step(model, optimizer, samples, 3)
     after, _, _ = evaluate(model, samples, 8, CPU, Precision())
     assert result.loss == pytest.approx(before, rel=1e-5)
     assert after < before - 0.05
@@ -129,10 +158,7 @@ def test_a_non_finite_loss_skips_the_update() -> None:
     with torch.no_grad():
         model.get_parameter(next(n for n, _ in model.named_parameters())).fill_(float("nan"))
     snapshot = copy.deepcopy(model.state_dict())
-    result = train_step(
-        model, optimizer, ragged_samples(4, seed=1), mini_batch_size=4, grad_clip=1.0,
-        device=CPU, precision=Precision(),
-    )  # fmt: skip
+    result = step(model, optimizer, ragged_samples(4, seed=1), 4)
     assert not torch.isfinite(torch.tensor(result.loss))
     for name, value in model.state_dict().items():
         assert torch.equal(value.nan_to_num(), snapshot[name].nan_to_num())

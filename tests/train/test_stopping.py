@@ -13,6 +13,7 @@ from lmplay.config import RunIOConfig, StopConfig
 from lmplay.errors import UsageError
 from lmplay.plan.format import parse_plan
 from lmplay.stats.runs import load_stats
+from lmplay.train import saves as saves_module
 from lmplay.train import trainer as trainer_module
 from lmplay.train.session import build_session
 from lmplay.train.stopping import StopRules
@@ -171,14 +172,14 @@ def test_early_stop_ends_the_stage_after_patience_validations_and_keeps_the_best
 
     monkeypatch.setattr(trainer_module, "score_validation_set", score)
     best_writes: list[int] = []
-    save = trainer_module.save_checkpoint
+    save = saves_module.save_checkpoint
 
     def spy(path, components):
         if path.name.endswith(".best.lmp"):
             best_writes.append(components["runner"]["state"]["step"])
         save(path, components)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", spy)
+    monkeypatch.setattr(saves_module, "save_checkpoint", spy)
     io = RunIOConfig(out_dir=str(tmp_path / "out"), validation_interval=4)  # every step
     rules = StopConfig(early_stop_set="corpus", patience=3, keep_best=True)
     session = build_session(tiny_run_config(tmp_path, documents=40, io=io, stop=rules))

@@ -14,7 +14,7 @@ from lmplay.data.batcher import Sample
 from lmplay.data.tokenizer import EOT_ID, get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
-from lmplay.train.step import Precision
+from lmplay.train.placement import Placement, Precision
 from lmplay.train.validation import (
     EXAMPLE_CHARS,
     score_validation_set,
@@ -25,6 +25,7 @@ from lmplay.train.validation import (
 )
 
 CPU = torch.device("cpu")
+ON_CPU = Placement.on(CPU)
 WORDS = ["castle", "storm", "night", "river", "king", "queen", "stone", "crown", "sword", "ship"]
 
 
@@ -149,14 +150,14 @@ def test_word_accuracy_of_stub_models() -> None:
     samples = _word_samples(7, seed=0)
     vocab = get_tokenizer().n_vocab
     oracle = _OracleModel(vocab, samples)
-    scores = score_validation_set(oracle, samples, 3, CPU, Precision())
+    scores = score_validation_set(oracle, samples, 3, ON_CPU)
     assert scores.word_accuracy == 1.0 and scores.accuracy == 1.0
     # Copying shifts the prediction one word right: "<|endoftext|> w1 .. w(n-1)" vs "w1 .. wn".
     expected = sum((len(s.truth) - 1) / len(s.truth) for s in samples) / len(samples)
-    copied = score_validation_set(_CopyModel(vocab, _ids_of(samples)), samples, 2, CPU, Precision())
+    copied = score_validation_set(_CopyModel(vocab, _ids_of(samples)), samples, 2, ON_CPU)
     assert copied.word_accuracy == pytest.approx(expected)
     with pytest.raises(ValueError):
-        score_validation_set(oracle, [], 2, CPU, Precision())
+        score_validation_set(oracle, [], 2, ON_CPU)
 
 
 def test_tiny_model_accuracy_does_not_depend_on_batching() -> None:
@@ -172,21 +173,21 @@ def test_tiny_model_accuracy_does_not_depend_on_batching() -> None:
         )
         for _ in range(6)
     ]
-    one_by_one = [teacher_forced_predictions(model, [s], 1, CPU, Precision())[0] for s in samples]
+    one_by_one = [teacher_forced_predictions(model, [s], 1, ON_CPU)[0] for s in samples]
     assert [len(p) for p in one_by_one] == [len(s.truth) for s in samples]
-    assert teacher_forced_predictions(model, samples, 4, CPU, Precision()) == one_by_one
+    assert teacher_forced_predictions(model, samples, 4, ON_CPU) == one_by_one
     expected = sum(
         word_accuracy(tokenizer.decode(list(s.truth)), tokenizer.decode(p))
         for s, p in zip(samples, one_by_one, strict=True)
     ) / len(samples)
     loss, accuracy, tokens = evaluate(model, samples, len(samples), CPU, Precision())
     for batch_size in (1, 4, len(samples)):
-        scores = score_validation_set(model, samples, batch_size, CPU, Precision())
+        scores = score_validation_set(model, samples, batch_size, ON_CPU)
         assert scores.word_accuracy == pytest.approx(expected, abs=1e-12)
         # the one pass gives the same loss and token accuracy as the training code's evaluate
         assert scores.loss == pytest.approx(loss, rel=1e-6)  # float32 sums, other order
         assert scores.accuracy == accuracy and scores.loss_tokens == tokens
-    example = validation_example(model, samples[0], CPU, Precision())
+    example = validation_example(model, samples[0], ON_CPU)
     assert example["prediction"] == shorten(tokenizer.decode(one_by_one[0]), EXAMPLE_CHARS)
 
 
@@ -197,13 +198,13 @@ def test_validation_example_is_short_and_aligned() -> None:
     truth = tuple(tokenizer.encode(" " + words))
     sample = Sample(prompt, truth)
     model = _OracleModel(tokenizer.n_vocab, [Sample((EOT_ID,), truth)])
-    example = validation_example(model, sample, CPU, Precision())
+    example = validation_example(model, sample, ON_CPU)
     assert set(example) == {"prompt", "truth", "prediction"}
     assert all(len(text) <= EXAMPLE_CHARS for text in example.values())
     assert example["prompt"].startswith("…") and example["prompt"].endswith("ship")
     assert example["truth"].startswith(" castle storm") and example["truth"].endswith("…")
     assert example["prediction"] == example["truth"]
-    short = validation_example(model, Sample((EOT_ID,), truth[:3]), CPU, Precision())
+    short = validation_example(model, Sample((EOT_ID,), truth[:3]), ON_CPU)
     assert short == {
         "prompt": "<|endoftext|>",
         "truth": " castle storm night",
