@@ -7,6 +7,7 @@ from `RunConfig` (the code that names them), experiment and plan names from the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import shlex
@@ -60,7 +61,8 @@ def trainer_flags(command: str) -> list[str] | None:
     return None
 
 
-def written_by_docs() -> set[str]:
+@functools.cache
+def written_by_docs() -> frozenset[str]:
     """The checkpoint and stats paths of every lmp_trainer command in the docs."""
     paths = set()
     for doc in DOCS:
@@ -74,7 +76,7 @@ def written_by_docs() -> set[str]:
                 except (SystemExit, UsageError):
                     continue  # a flag from a placeholder (FILE, N): no run to name
             paths.update({str(cfg.model_path()), str(cfg.stats_path())})
-    return paths
+    return frozenset(paths)
 
 
 def default_paths() -> set[str]:
