@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate docs/compare_loss.png (README, "Comparing architectures"): gpt2ish against modern on
+# Regenerate docs/compare_loss.png (docs/stats-and-plots.md, "Comparing architectures"): gpt2ish against modern on
 # the default plan ('tiny', the bundled Shakespeare corpus) with the same flags, steps, seed and
 # data order. CPU only, so the numbers do not depend on a GPU. A few minutes per run on 2 CPU
 # cores (5 minutes each when the figure was made, on a machine shared with other jobs).

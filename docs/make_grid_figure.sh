@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate docs/grid_groups_loss.png and docs/grid_summary.csv (README, "Grids of runs"): the
+# Regenerate docs/grid_groups_loss.png and docs/grid_summary.csv (docs/grids.md, "The bundled demo"): the
 # bundled grid grids/authors_demo.json (2 stand-in authors × gpt2ish, modern × seeds 0, 1; 8
 # tiny cells of 80 steps on the CPU), then the seed-grouped comparison of lmp_plotstats.
 # Run from anywhere with lmplay installed (`pip install -e .`).

@@ -7,6 +7,7 @@ from `RunConfig` (the code that names them), experiment and plan names from the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import shlex
@@ -60,7 +61,8 @@ def trainer_flags(command: str) -> list[str] | None:
     return None
 
 
-def written_by_docs() -> set[str]:
+@functools.cache
+def written_by_docs() -> frozenset[str]:
     """The checkpoint and stats paths of every lmp_trainer command in the docs."""
     paths = set()
     for doc in DOCS:
@@ -74,7 +76,7 @@ def written_by_docs() -> set[str]:
                 except (SystemExit, UsageError):
                     continue  # a flag from a placeholder (FILE, N): no run to name
             paths.update({str(cfg.model_path()), str(cfg.stats_path())})
-    return paths
+    return frozenset(paths)
 
 
 def default_paths() -> set[str]:
@@ -127,3 +129,32 @@ def test_commands_in_the_docs_name_paths_the_code_writes(doc: Path) -> None:
     wrong = [f"{path} ({why}) in: {command}" for command, path in found
              if (why := problem(path, known)) is not None]  # fmt: skip
     assert not wrong, "\n".join(wrong)
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the headings of `page` (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def broken_links(doc: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address: not checked offline
+        path, _, anchor = target.partition("#")
+        page = (doc.parent / path).resolve() if path else doc
+        if not page.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and page.suffix == ".md" and anchor not in anchors(page):
+            broken.append(f"{target}: no heading with that anchor in {page.name}")
+    return broken
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_in_the_docs_resolve(doc: Path) -> None:
+    assert not broken_links(doc), "\n".join(broken_links(doc))

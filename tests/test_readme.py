@@ -1,4 +1,8 @@
-"""The README is executable: its set-up paths exist and its commands run (at tiny size)."""
+"""The README and the docs are executable: the set-up paths exist and the commands run (tiny size).
+
+Commands in ```bash blocks of README.md and docs/*.md run here; ```sh blocks are shown only
+(they need a GPU, the hub, a cluster or an optional package).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from lmp_testing import TINY_FLAGS, cli_in_process, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
+# The README first: its commands make the runs that the docs pages' commands may read.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MODULES = {
     "lmp_trainer": "lmplay.cli.trainer",
     "lmp_plotstats": "lmplay.cli.plotstats",
@@ -21,8 +27,8 @@ MODULES = {
 }
 
 
-def bash_blocks() -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+def bash_blocks(text: str = README) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
 
 
 def setup_commands() -> list[str]:
@@ -31,9 +37,11 @@ def setup_commands() -> list[str]:
 
 
 def readme_commands() -> list[list[str]]:
-    """Every lmp_* invocation in the README's bash blocks, in order, comments stripped."""
+    """Every lmp_* invocation in the bash blocks of the README, then of each docs page, in
+    order, comments stripped."""
     commands = []
-    for block in bash_blocks():
+    blocks = [b for page in PAGES for b in bash_blocks(page.read_text(encoding="utf-8"))]
+    for block in blocks:
         for line in block.splitlines():
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)
@@ -95,3 +103,7 @@ def test_readme_commands_run_at_tiny_size(tmp_path: Path) -> None:
     assert (out / "tiny" / "gpt2ish.stats.jsonl").is_file()
     assert (out / "tiny" / "modern.lmp").is_file()
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
+    # The docs pages' commands ran too: the comparison of architectures and the stop-rule run.
+    assert (out / "compare" / "modern.lmp").is_file()
+    assert (out / "compare" / "plots" / "loss.png").is_file()
+    assert (out / "rules" / "gpt2ish.lmp").is_file()

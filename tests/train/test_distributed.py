@@ -40,7 +40,7 @@ COMMON = [
     "--mini-batch-size", "3", "--validation-interval", "16", "--save-interval", "1000",
 ]  # fmt: skip
 SGD = ["--optimizer", "sgd", "--lr", "0.5"]
-ADAMW = ["--optimizer", "adamw", "--grad-clip", "0"]  # FSDP's norm of shards: see README
+ADAMW = ["--optimizer", "adamw", "--grad-clip", "0"]  # FSDP's clip: docs/distributed.md
 
 
 # ---------------------------------------------------------------- in-process units

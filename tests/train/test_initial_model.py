@@ -1,7 +1,7 @@
 """A run from --initial-model is a new run: steps, --max-steps, schedule and stats from 0.
 
 The source's step is provenance in the stats meta; its optimizer state is taken only with
---initial-model-optimizer and exactly matching parameters; the README's LoRA command works on a
+--initial-model-optimizer and exactly matching parameters; the docs' LoRA command works on a
 trained checkpoint and on a transformers folder; both routes into a transformers folder keep
 its dropout.
 """
@@ -25,9 +25,9 @@ LORA = ["--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "qkv,gate,up
 
 
 def readme_lora_command() -> list[str]:
-    """The README's LoRA command, as flags (its paths are replaced by the test's)."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    (line,) = [ln for ln in readme.splitlines() if ln.startswith("lmp_trainer") and "--lora" in ln]
+    """The LoRA command of docs/hugging-face.md, as flags (its paths are replaced by the test's)."""
+    page = (Path(__file__).parents[2] / "docs" / "hugging-face.md").read_text(encoding="utf-8")
+    (line,) = [ln for ln in page.splitlines() if ln.startswith("lmp_trainer") and "--lora" in ln]
     return line.split()[1:]
 
 
