@@ -10,6 +10,7 @@ finished run's plan they equal the run's last validation records.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
-from lmplay.config import EVAL_SECTIONS
+from lmplay.config import EVAL_SECTIONS, EvalConfig
 from lmplay.errors import CheckpointError, UsageError
 
 EXIT_USAGE = 2
@@ -54,14 +55,7 @@ def read_texts(path: Path) -> list[str]:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | int]]:
     args, values = parse_flags(_parser(), EVAL_SECTIONS, argv)
-    cfg = values["eval"]
-    if (cfg["texts"] is None) == (cfg["training_plan"] is None):
-        raise UsageError("give --texts FILE or --training-plan PLAN (one of them)")
-    if cfg["set"] is not None and cfg["training_plan"] is None:
-        raise UsageError("--set NAME names a validation set of --training-plan")
-    for flag in ("validation_samples", "validation_batch_size", "data_workers"):
-        if cfg[flag] is not None and cfg[flag] <= 0:
-            raise UsageError(f"--{flag.replace('_', '-')} {cfg[flag]} must be a positive integer")
+    cfg = dataclasses.asdict(EvalConfig(**values["eval"]))  # checks every value
     texts = read_texts(Path(cfg["texts"])) if cfg["texts"] is not None else None
     from lmplay.api import load, score
 

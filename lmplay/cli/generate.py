@@ -6,6 +6,7 @@ lmp_generator "Once upon a time" --model out_gpt/tiny/gpt2ish.lmp --max-new-toke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +18,9 @@ from torch import nn
 from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
-from lmplay.cli.option_checks import validate_generate_args
-from lmplay.config import GENERATE_SECTIONS
+from lmplay.config import GENERATE_SECTIONS, GenerateConfig
 from lmplay.errors import UsageError
-from lmplay.models.generation import check_sampling, generate
+from lmplay.models.generation import generate
 from lmplay.train.checkpoint import load_checkpoint, restore_model
 
 
@@ -33,9 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The prompt and every GenerateConfig field (defaults, `--config FILE`, command line)."""
     args, values = parse_flags(_parser(), GENERATE_SECTIONS, argv)
-    settings = values["generate"]
-    if settings["model"] is None:
-        raise UsageError("--model is required: the checkpoint file written by training")
+    settings = dataclasses.asdict(GenerateConfig(**values["generate"]))  # checks every value
     settings["model"] = Path(settings["model"])
     return argparse.Namespace(prompt=args.prompt, **settings)
 
@@ -59,21 +57,6 @@ def _device(name: str) -> torch.device:
     return check_device(name)
 
 
-def _check_flags(args: argparse.Namespace) -> None:
-    validate_generate_args(
-        model=args.model,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    try:
-        check_sampling(args.temperature, args.top_k or None, args.top_p)
-    except ValueError as e:
-        raise UsageError("--" + str(e).replace("_", "-")) from None
-
-
 def _tokenizer() -> Any:
     from lmplay.data.tokenizer import get_tokenizer
 
@@ -82,7 +65,6 @@ def _tokenizer() -> Any:
 
 def run(args: argparse.Namespace) -> str:
     """The prompt followed by its continuation."""
-    _check_flags(args)
     model = _load_model(args.model, _device(args.device))
     tok = _tokenizer()
     if model.args.vocab_size < tok.n_vocab:

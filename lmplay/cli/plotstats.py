@@ -14,7 +14,6 @@ from pathlib import Path
 from lmplay.cli import plain_warnings
 from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
-from lmplay.cli.option_checks import validate_plot_out_dir
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
 from lmplay.stats.aggregate import (
@@ -30,6 +29,7 @@ from lmplay.stats.aggregate import (
 from lmplay.stats.curriculum_plot import parse_plots, plot_curriculum
 from lmplay.stats.plot import PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
+from lmplay.train.preflight import check_writable_folder
 
 DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)
 _PATTERNS = " or ".join(f"*{suffix}" for suffix in STATS_SUFFIXES)
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.to_tensorboard:
             return _to_tensorboard(runs, Path(cfg.to_tensorboard))
         out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(args.locations, runs)
-        validate_plot_out_dir(out_dir, given=cfg.out_dir is not None)
+        _check_out_dir(out_dir, given=cfg.out_dir is not None)
         groups = group_runs([r for r in runs if r.tokens >= options.min_tokens] or runs)
         table = final_losses(groups)
         tests = []
@@ -89,12 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_out_dir(out_dir: Path, given: bool) -> None:
+    """The folder plots go to can be written (created if missing); `given`: by --out-dir."""
+    flag = "--out-dir" if given else "plots' folder (the default --out-dir)"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{flag} {out_dir}: is a file, not a folder")
+    check_writable_folder(out_dir, "word_accuracy_diff.svg", flag)
+
+
 def _to_tensorboard(runs: list[RunStats], out_dir: Path) -> int:
     from lmplay.stats.to_tensorboard import write_tensorboard
     from lmplay.stats.trackers import check_installed
 
     check_installed(("tensorboard",), "--to-tensorboard")
-    validate_plot_out_dir(out_dir, given=True)
+    _check_out_dir(out_dir, given=True)
     for folder in write_tensorboard(runs, out_dir):
         print(folder)
     return 0

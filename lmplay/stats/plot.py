@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.style
 import orjson
 
-from lmplay.config import PLOT_AVERAGE_WINDOW, PLOT_OUT_TYPES, PlotConfig
+from lmplay.config import PLOT_AVERAGE_WINDOW, PlotConfig, check_plot_values
 from lmplay.errors import UsageError
 from lmplay.stats.aggregate import RunGroup, group_band
 from lmplay.stats.figure import MetricFigure
@@ -41,7 +41,6 @@ from lmplay.stats.runs import RunStats
 from lmplay.stats.series import Series, difference, series_from_records
 from lmplay.stats.stages import mark_stages, parse_plots
 
-OUT_TYPES = PLOT_OUT_TYPES
 DEFAULT_WINDOW = PLOT_AVERAGE_WINDOW
 MANIFEST_NAME = "plots.json"
 _RC = {"svg.hashsalt": "lmplay", "figure.dpi": 100, "savefig.dpi": 100}
@@ -69,14 +68,7 @@ class PlotOptions:
     plot: str | None = PlotConfig.plot  # "lr,mix": curriculum plots (lmplay.stats.curriculum_plot)
 
     def __post_init__(self) -> None:
-        if self.out_type not in OUT_TYPES:
-            raise UsageError(f"unknown output type {self.out_type!r}; choose one of {OUT_TYPES}")
-        if self.average_count is not None and self.average_count < 1:
-            raise UsageError(f"--average-count must be at least 1, got {self.average_count}")
-        if self.max_files is not None and self.max_files < 1:
-            raise UsageError(f"--max-files must be at least 1, got {self.max_files}")
-        if self.min_tokens < 0:
-            raise UsageError(f"--min-tokens must not be negative, got {self.min_tokens}")
+        check_plot_values(self.out_type, self.average_count, self.max_files, self.min_tokens)
         parse_plots(self.plot)  # an unknown name fails before anything is drawn
 
     def window(self, kind: str) -> int:
