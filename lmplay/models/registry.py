@@ -148,7 +148,7 @@ def experiment_names() -> list[str]:
 def get_experiment(name: str, stored_state_args: Mapping[str, Any] | None = None) -> Experiment:
     """The registered `name`, or `hf:PATH` (rebuilt from a checkpoint's `stored_state_args`)."""
     if name.startswith("hf:"):
-        from lmplay.models.hf import hf_experiment
+        from lmplay.models.hf.experiments import hf_experiment
 
         return hf_experiment(name, dict(stored_state_args or {}))
     try:
