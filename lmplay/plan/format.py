@@ -13,7 +13,7 @@ A plan is a JSON object:
         "notes": {"files": ["data/notes/*.txt"]},
         "qa": {"files": ["qa.jsonl"], "prompt_column": "question", "truth_column": "answer"}
       },
-      "stages": [                          # other spellings: lmplay.plan.aliases
+      "stages": [                          # other spellings: lmplay.compat
         {"name": "warmup", "datasets": ["shakespeare"], "epochs": 0.5},
         {"datasets": ["wiki", "notes"], "epochs": 2,
          "stop_at_loss": 3.5, "min_epochs": 1}   # stop rules: see lmplay.plan.stop_keys
@@ -23,7 +23,7 @@ A plan is a JSON object:
     }
 
 Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
-rewritten into this form first (`lmplay.plan.aliases`).
+rewritten into this form first (`lmplay.compat`).
 
 Curriculum keys of a stage (`mix` and `repeat`, the `tokens` and `steps` budgets, `lr` and
 the rest of its optimization, `context_len`, `batch_size`, `mini_batch_size`) are described in
@@ -50,9 +50,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lmplay.compat import canonical_plan
 from lmplay.data.sources import SourceSpec
 from lmplay.errors import UsageError
-from lmplay.plan.aliases import canonical_plan
 from lmplay.plan.stage_keys import CURRICULUM_KEYS, parse_curriculum_keys, parse_mix
 from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys
 

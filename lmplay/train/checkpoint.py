@@ -32,6 +32,7 @@ import torch
 
 from lmplay import __version__
 from lmplay.atomic import atomic_write, remove_stale_temps
+from lmplay.compat import checkpoint_v1_components
 from lmplay.errors import CheckpointError, WriteFailed
 from lmplay.models import ModelArgs, get_experiment
 from lmplay.train.components import ModelState
@@ -39,8 +40,6 @@ from lmplay.train.components import ModelState
 FORMAT = "lmplay-checkpoint"
 FORMAT_VERSION = 2
 REQUIRED_COMPONENTS = ("model",)
-# Format 1 named single components in the plural and the plan after one use of plans.
-_RENAMED_IN_V2 = {"optimizers": "optimizer", "lr_schedulers": "lr_schedule", "curriculum": "plan"}
 # Anything a malformed piece of a checkpoint can raise while a component reads it.
 _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
 
@@ -166,9 +165,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         )
     components = payload.get("components")
     if version == 1 and isinstance(components, dict):
-        payload["components"] = components = {
-            _RENAMED_IN_V2.get(name, name): value for name, value in components.items()
-        }
+        payload["components"] = components = checkpoint_v1_components(components)
     if isinstance(components, dict):
         for name, component in components.items():
             if not isinstance(component, dict) or set(component) != {"state_args", "state"}:
