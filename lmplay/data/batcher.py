@@ -22,7 +22,7 @@ import torch
 from lmplay.data.budget import BatcherCounters, Budget, truth_lengths
 from lmplay.data.tokenizer import EOT_ID
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the target of positions that carry no loss (train.loss skips them)
 # Padding sits at the end of rows and carries no target, so causal attention never lets it
 # influence a real position; 0 is valid in every vocabulary, including tiny test ones.
 PAD_ID = 0

@@ -55,6 +55,7 @@ from lmplay.data.sources import SourceSpec
 from lmplay.errors import UsageError
 from lmplay.plan.stage_keys import CURRICULUM_KEYS, parse_curriculum_keys, parse_mix
 from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys
+from lmplay.strict_json import reject_unknown
 
 PLAN_KEYS = {
     "name",
@@ -154,7 +155,7 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: must be a JSON object with 'datasets' and 'stages'")
     obj = canonical_plan(obj, where)
-    _reject_unknown(obj, PLAN_KEYS, where)
+    reject_unknown(obj, PLAN_KEYS, where)
     name = obj.get("name", Path(origin).stem)
     if not isinstance(name, str) or not name:
         raise UsageError(f"{where}: 'name' must be a non-empty string")
@@ -209,7 +210,7 @@ def _parse_dataset(
 ) -> DatasetDef:
     if not isinstance(value, dict):
         raise UsageError(f'{where}: must be an object such as {{"files": ["data.jsonl"]}}')
-    _reject_unknown(value, DATASET_KEYS, where)
+    reject_unknown(value, DATASET_KEYS, where)
     source_args = {k: v for k, v in value.items() if k in SOURCE_KEYS}
     if "files" in source_args:
         files = source_args["files"]
@@ -254,7 +255,7 @@ def _parse_dataset(
 def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: str) -> StageDef:
     if not isinstance(raw, dict):
         raise UsageError(f"{where}: must be an object with 'datasets' and 'epochs'")
-    _reject_unknown(raw, STAGE_KEYS, where)
+    reject_unknown(raw, STAGE_KEYS, where)
     label = raw.get("name") or "+".join(map(str, raw.get("datasets") or raw.get("mix") or []))
     mix = parse_mix(raw, datasets, f"{where} '{label}'")
     names = _stage_datasets(raw.get("datasets", list(mix) or None), mix, datasets, where)
@@ -314,14 +315,6 @@ def _fraction(value: Any, where: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
         raise UsageError(f"{where}: must be a number in [0, 1), got {value!r}")
     return float(value)
-
-
-def _reject_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise UsageError(
-            f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}"
-        )
 
 
 def _dataset_definition(dataset: DatasetDef) -> dict[str, Any]:
