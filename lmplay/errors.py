@@ -33,3 +33,9 @@ def one_line(error: BaseException, limit: int = 200) -> str:
     if isinstance(error, KeyError):
         text = f"missing key {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -17,19 +17,12 @@ from lmplay.cli.flags import parse_flags
 from lmplay.cli.option_checks import validate_plot_out_dir
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.aggregate import (
-    RECORDS_CSV,
-    compare_groups,
-    final_losses,
-    find_group,
-    format_summary,
-    group_runs,
-    write_records_csv,
-    write_summary,
-)
+from lmplay.stats.aggregate import find_group, group_runs
+from lmplay.stats.compare import compare_groups, final_losses
 from lmplay.stats.curriculum_plot import parse_plots, plot_curriculum
 from lmplay.stats.plot import PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
+from lmplay.stats.summary import RECORDS_CSV, format_summary, write_records_csv, write_summary
 
 DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)
 _PATTERNS = " or ".join(f"*{suffix}" for suffix in STATS_SUFFIXES)

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from lmplay.compat import canonical_plan
-from lmplay.data.sources import SourceSpec
+from lmplay.data.source_spec import SourceSpec
 from lmplay.errors import UsageError
 from lmplay.plan.stage_keys import CURRICULUM_KEYS, parse_curriculum_keys, parse_mix
 from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys

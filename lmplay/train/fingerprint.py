@@ -48,7 +48,7 @@ def allowed_changes(text: str | None) -> set[str]:
 
 def dataset_fingerprints(datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{dataset name: {"definition": ..., "files": {path: [size, sha256]}}} of a plan's datasets."""
-    from lmplay.data.sources import source_fingerprint
+    from lmplay.data.source_spec import source_fingerprint
     from lmplay.plan.saving import saved_copy_source
 
     return {
