@@ -260,7 +260,7 @@ def evaluate(model: Any, samples: list[Any], batch_size: int, device: Any, preci
     reference pass, batch by batch through the training loss, that tests compare against."""
     import torch
 
-    from lmplay.data.batcher import collate
+    from lmplay.data.samples import collate
     from lmplay.train.loss import as_loss_model
     from lmplay.train.step import split_mini_batches, token_losses
 

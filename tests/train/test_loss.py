@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lmplay.data.batcher import IGNORE_INDEX
+from lmplay.data.samples import IGNORE_INDEX
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.loss import LossModel, chunked_head_loss
