@@ -228,7 +228,7 @@ def lmplay_steps(
     checkpointing: bool = False,
 ) -> list[float]:
     from lmplay.config import BatchConfig, ModelConfig, RunConfig, RunIOConfig, SystemConfig
-    from lmplay.data.batcher import Sample
+    from lmplay.data.samples import Sample
     from lmplay.data.tokenizer import EOT_ID
     from lmplay.train.session import build_session
     from lmplay.train.step import prepare_mini_batches, train_step

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from lmplay.processes import process_alive
+
 
 def temp_path(path: Path) -> Path:
     """The temp file a writer in this process uses for `path` (hidden, same folder)."""
@@ -62,17 +64,5 @@ def remove_stale_temps(path: Path) -> None:
     path = Path(path)
     for temp in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp-*"):
         pid = temp.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             temp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return True  # ours, or no cheap check on this platform: keep the file
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return True

@@ -25,3 +25,17 @@ class WriteFailed(Exception):
     Training stops with one `error:` line and exit code 3; the file being replaced is intact,
     because every write goes through a temp file and a rename.
     """
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """`error`'s message on one line of at most `limit` characters, for an `error:` line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError):
+        text = f"missing key {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

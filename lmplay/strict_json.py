@@ -1,7 +1,9 @@
-"""JSON for files people write by hand (config and grid files): a key given twice is an error.
+"""JSON for files people write by hand (config, grid and plan files): a key given twice, or one
+that means nothing there, is an error.
 
 Python's `json` keeps the last of two equal keys without a word, so a value the user set, then
-set again lower down, would silently lose; these files refuse it instead.
+set again lower down, would silently lose; these files refuse it instead. A misspelt key would
+be ignored just as silently.
 """
 
 from __future__ import annotations
@@ -27,3 +29,12 @@ def loads_unique(text: str | bytes, where: str) -> Any:
         return json.loads(text, object_pairs_hook=unique)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"{where}: not valid JSON: {error}") from None
+
+
+def reject_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    """A UsageError naming the first (sorted) key of `obj` not in `allowed`, and the allowed."""
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise UsageError(
+            f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )

@@ -1,4 +1,5 @@
-"""Helpers shared by tests: a generated corpus with known sentences, plans, tiny trainer flags."""
+"""Helpers shared by tests: a generated corpus with known sentences, plans, tiny trainer flags,
+and commands run in this process or as a subprocess (`TrainerProcess` for signals)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from lmplay.config import BatchConfig, DataConfig, ModelConfig, RunConfig, RunIOConfig
 
@@ -156,12 +162,105 @@ def run_cli(
     )
 
 
+class TrainerProcess:
+    """`lmp_trainer ARGS` run from `cwd` in a subprocess, or as `nproc` ranks under torchrun,
+    offline. What it writes is collected as it comes (tqdm writes no newlines): its stderr, and
+    under torchrun its stdout too (where torchrun reports its workers' exit codes).
+
+    `pause="POINT:N"` sets the trainer's test hook LMPLAY_TEST_PAUSE (lmplay/train/signals.py):
+    each rank stops at its N-th pass through POINT (validate, save, stage_end), prints
+    "lmplay-test-pause POINT N" and waits for a line on stdin, so a signal can be delivered
+    exactly there; `release` lets it go on.
+    """
+
+    def __init__(
+        self, cwd: Path, args: list[str], pause: str | None = None, nproc: int = 1
+    ) -> None:
+        # Under torchrun each rank computes on one thread, as the distributed tests expect.
+        env = subprocess_env(OMP_NUM_THREADS="1") if nproc > 1 else subprocess_env()
+        env.pop("LMPLAY_TEST_PAUSE", None)
+        if pause is not None:
+            env["LMPLAY_TEST_PAUSE"] = pause
+        command = [sys.executable, "-m", "lmplay.cli.trainer", *args]
+        if nproc > 1:
+            launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+            command = [sys.executable, *launcher, *command[1:]]
+        self.nproc = nproc
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if nproc > 1 else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if nproc > 1 else subprocess.PIPE,
+        )
+        stream = self.process.stdout if nproc > 1 else self.process.stderr
+        assert stream is not None
+        self._stream = stream
+        self._out = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self._stream.fileno(), 65536):
+            self._out += chunk
+
+    @property
+    def output(self) -> str:
+        return self._out.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"never printed {text!r} (exit {self.process.poll()}):\n{self.output}")
+            time.sleep(0.01)
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def rank_pid(self, rank: int) -> int:
+        """The worker process of `rank` (torchrun's child with RANK=rank in its environment)."""
+        pid = self.process.pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return int(child)
+        raise AssertionError(f"no worker of rank {rank} under torchrun {pid}")
+
+    def release(self) -> None:
+        """Let the ranks waiting at their pause point go on: a line for each.
+
+        Under torchrun the ranks share stdin, and one rank's buffered read may take every line,
+        so stdin is closed too: the end of the input releases a rank as a line does.
+        """
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(b"\n" * self.nproc)
+            self.process.stdin.flush()
+            if self.nproc > 1:
+                self.process.stdin.close()
+        except BrokenPipeError:  # it was killed there
+            pass
+
+    def finish(self, timeout: float = 300) -> int:
+        """Wait for the exit; its code (negative: the signal that killed it)."""
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()  # the end of the input releases a rank still paused
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        self._stream.close()
+        return code
+
+
 def evaluate(model: Any, samples: list[Any], batch_size: int, device: Any, precision: Any) -> Any:
     """Per-token mean loss and accuracy over `samples`, (loss, accuracy, loss_tokens): a plain
     reference pass, batch by batch through the training loss, that tests compare against."""
     import torch
 
-    from lmplay.data.batcher import collate
+    from lmplay.data.samples import collate
     from lmplay.train.loss import as_loss_model
     from lmplay.train.step import split_mini_batches, token_losses
 

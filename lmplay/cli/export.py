@@ -37,7 +37,7 @@ def export(model_path: Path, out_dir: Path) -> None:
         raise UsageError(f"{out_dir} exists and is not an empty folder; choose a new OUT_DIR")
     if not model_path.is_file():
         raise UsageError(f"{model_path}: no such checkpoint file")
-    from lmplay.models.hf_export import write_hf_folder
+    from lmplay.models.hf.export import write_hf_folder
     from lmplay.train.checkpoint import load_checkpoint, restore_model
 
     stored = load_checkpoint(model_path)["components"]["model"]

@@ -46,11 +46,6 @@ def _load_model(path: Path, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def _one_line(message: str, limit: int = 300) -> str:
-    flat = " ".join(message.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def _device(name: str) -> torch.device:
     from lmplay.train.preflight import check_device
 

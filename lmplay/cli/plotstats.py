@@ -16,19 +16,12 @@ from lmplay.cli.flags import build_parser as build_flag_parser
 from lmplay.cli.flags import parse_flags
 from lmplay.config import DEFAULT_OUT_DIR, PLOT_SECTIONS, PlotConfig
 from lmplay.errors import UsageError
-from lmplay.stats.aggregate import (
-    RECORDS_CSV,
-    compare_groups,
-    final_losses,
-    find_group,
-    format_summary,
-    group_runs,
-    write_records_csv,
-    write_summary,
-)
+from lmplay.stats.aggregate import find_group, group_runs
+from lmplay.stats.compare import compare_groups, final_losses
 from lmplay.stats.curriculum_plot import parse_plots, plot_curriculum
 from lmplay.stats.plot import PlotOptions, plot_groups, plot_runs
 from lmplay.stats.runs import STATS_SUFFIXES, RunStats, find_stats_files, load_stats
+from lmplay.stats.summary import RECORDS_CSV, format_summary, write_records_csv, write_summary
 from lmplay.train.preflight import check_writable_folder
 
 DEFAULT_LOCATION = Path(DEFAULT_OUT_DIR)

@@ -89,7 +89,7 @@ def run(cfg: RunConfig) -> int:
 
     if cfg.model.exp == "list":
         from lmplay.models import describe_experiments
-        from lmplay.models.hf import HF_EXP_HELP
+        from lmplay.models.hf.experiments import HF_EXP_HELP
 
         print(describe_experiments(cfg.model.size_overrides()))
         print(HF_EXP_HELP)
@@ -119,7 +119,7 @@ def _model_flag(cfg: RunConfig) -> str:
 def _train(cfg: RunConfig) -> int:
     # Heavy imports wait until the flags are known to be valid, so `--help` and bad flags are fast.
     from lmplay.models import get_experiment
-    from lmplay.models.hf import is_hf_exp
+    from lmplay.models.hf.experiments import is_hf_exp
 
     if not is_hf_exp(cfg.model.exp):  # an hf: folder is read when the run starts (or resumes)
         get_experiment(cfg.model.exp)

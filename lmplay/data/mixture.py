@@ -23,13 +23,13 @@ import numpy as np
 
 from lmplay.data.batcher import (
     Documents,
-    Sample,
     SampleBatches,
     check_batcher_state,
     check_counters,
     cut_row,
 )
 from lmplay.data.budget import BatcherCounters, Budget
+from lmplay.data.samples import Sample
 
 MIXTURE_STATE_VERSION = 1
 

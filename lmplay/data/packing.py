@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lmplay.data.batcher import IGNORE_INDEX, PAD_ID, Batch, Sample, collate, write_sample
+from lmplay.data.samples import IGNORE_INDEX, PAD_ID, Batch, Sample, collate, write_sample
 
 
 def pack(samples: Sequence[Sample], row_len: int) -> Batch:

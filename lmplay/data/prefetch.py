@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from lmplay.data.batcher import Batch, Sample, StageBatcher
+from lmplay.data.batcher import StageBatcher
 from lmplay.data.mixture import MixtureBatcher
+from lmplay.data.samples import Batch, Sample
 
 
 @dataclass(frozen=True)

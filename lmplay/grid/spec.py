@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lmplay.errors import UsageError
-from lmplay.strict_json import loads_unique
+from lmplay.strict_json import loads_unique, reject_unknown
 
 GRID_KEYS = {"name", "out_root", "base", "cross", "runs"}
 RUN_KEYS = {"name", "flags"}
@@ -93,7 +93,7 @@ def load_grid(path: Path, known_flags: dict[str, bool] | None = None) -> GridSpe
         raise UsageError(f"{path}: cannot read grid file ({e.strerror or e})") from e
     if not isinstance(doc, dict):
         raise UsageError(f'{path}: a grid must be a JSON object with "base" and "cross"')
-    _reject_unknown(doc, GRID_KEYS, str(path))
+    reject_unknown(doc, GRID_KEYS, str(path))
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_OK.match(name):
         raise UsageError(f"{path}: name {name!r} must be letters, digits and _ . + = -")
@@ -190,7 +190,7 @@ def _runs(raw: Any, check: _FlagCheck) -> list[tuple[str, dict[str, str | bool]]
         where = f"runs[{i}]"
         if not isinstance(run, dict):
             raise UsageError(f'{check.path}: {where} must be an object {{"name", "flags"}}')
-        _reject_unknown(run, RUN_KEYS, f"{check.path}: {where}")
+        reject_unknown(run, RUN_KEYS, f"{check.path}: {where}")
         name = run.get("name")
         if not isinstance(name, str) or not _NAME_OK.match(name):
             raise UsageError(
@@ -247,11 +247,3 @@ def _short(value: str | bool) -> str:
     if "/" in text or text.endswith(".json"):
         text = Path(text).stem
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
-
-
-def _reject_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise UsageError(
-            f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
-        )

@@ -17,7 +17,6 @@ States:
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import orjson
 from lmplay.atomic import atomic_write_bytes
 from lmplay.errors import UsageError
 from lmplay.grid.spec import Cell, GridSpec
+from lmplay.processes import process_alive
 from lmplay.run_files import runs_in
 from lmplay.stats.runs import RunStats, find_stats_files, load_stats
 
@@ -101,7 +101,7 @@ def cell_state(folder: Path) -> str:
     state = record.get("state")
     if state in ("finished", "failed"):
         return state
-    if state == "running" and (_elsewhere(record) or _alive(record.get("pid"))):
+    if state == "running" and (_elsewhere(record) or process_alive(record.get("pid"))):
         return "running"
     return "interrupted" if has_checkpoint(folder) else "pending"
 
@@ -208,15 +208,3 @@ def _number(value: Any) -> int | None:
 def _elsewhere(record: dict[str, Any]) -> bool:
     """A cell running on another machine (a Slurm node): its process cannot be checked here."""
     return record.get("host") not in (None, socket.gethostname())
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

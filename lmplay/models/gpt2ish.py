@@ -11,7 +11,7 @@ from lmplay.models.modules import (
     init_weights,
     token_positions,
 )
-from lmplay.models.registry import ModelArgs, register, register_alias
+from lmplay.models.registry import ModelArgs, register
 
 
 class GPT2Block(nn.Module):
@@ -82,8 +82,3 @@ class GPT2ish(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(input_ids.size(1))
         return self.ln_f(x)  # (B, T, C): the loss applies lm_head in chunks
-
-
-# The first names of the two GPT-2 presets said "medium" and "large" for GPT-2 small and medium.
-register_alias("gpt2ish_med", "gpt2ish_124m")
-register_alias("gpt2ish_large", "gpt2ish_355m")

@@ -17,7 +17,7 @@ from lmplay.models.modules import (
     rotary_tables,
     token_positions,
 )
-from lmplay.models.registry import ModelArgs, register, register_alias
+from lmplay.models.registry import ModelArgs, register
 
 
 class ModernBlock(nn.Module):
@@ -108,6 +108,3 @@ class Modern(nn.Module):
 )
 class ModernTied(Modern):
     tie_embeddings = True
-
-
-register_alias("modern_med", "modern_162m")  # its first name did not say its size

@@ -2,7 +2,7 @@
 
 A registration is an architecture plus default sizes, so presets of one class (`gpt2ish`,
 `gpt2ish_124m`, ...) are several `@register` lines stacked on the same class. A renamed preset
-keeps its old name as an alias (`register_alias`) that still works and warns once.
+keeps its old name as an alias that still works and warns once (`lmplay.compat.EXPERIMENT_ALIASES`).
 
 The model contract: the class is built from `ModelArgs` (and keeps them as `self.args`), and
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmplay.compat import EXPERIMENT_ALIASES, canonical_name
 from lmplay.errors import UsageError
 from lmplay.models.args import ModelArgs
 from lmplay.models.modules import flops_per_token, matmul_params
@@ -99,8 +99,6 @@ def check_model_contract(model: nn.Module) -> nn.Module:
 
 
 _REGISTRY: dict[str, Experiment] = {}
-_ALIASES: dict[str, str] = {}  # old name -> the registered name it now goes by
-_WARNED: set[str] = set()
 
 
 def register(
@@ -119,26 +117,8 @@ def register(
     return decorate
 
 
-def register_alias(old: str, new: str) -> None:
-    """Keep `--exp old` working for a renamed experiment; using it warns once per process."""
-    if old in _REGISTRY or old in _ALIASES or new not in _REGISTRY:
-        raise ValueError(f"alias {old!r} -> {new!r}: the old name is taken or the new one unknown")
-    _ALIASES[old] = new
-
-
 def experiment_aliases() -> dict[str, str]:
-    return dict(sorted(_ALIASES.items()))
-
-
-def canonical_name(name: str) -> str:
-    """The registered name `name` stands for (itself unless it is an old alias, which warns)."""
-    new = _ALIASES.get(name)
-    if new is None:
-        return name
-    if name not in _WARNED:
-        _WARNED.add(name)
-        print(f"warning: --exp {name} is the old name of {new}; use --exp {new}", file=sys.stderr)
-    return new
+    return dict(sorted(EXPERIMENT_ALIASES.items()))
 
 
 def experiment_names() -> list[str]:
@@ -148,7 +128,7 @@ def experiment_names() -> list[str]:
 def get_experiment(name: str, stored_state_args: Mapping[str, Any] | None = None) -> Experiment:
     """The registered `name`, or `hf:PATH` (rebuilt from a checkpoint's `stored_state_args`)."""
     if name.startswith("hf:"):
-        from lmplay.models.hf import hf_experiment
+        from lmplay.models.hf.experiments import hf_experiment
 
         return hf_experiment(name, dict(stored_state_args or {}))
     try:
@@ -178,7 +158,7 @@ def describe_experiments(overrides: Mapping[str, int | float | None] | None = No
             for i, (cell, w) in enumerate(zip(row, widths, strict=False))
         ]
         lines.append("  ".join([*cells, row[-1]]))
-    if _ALIASES:
+    if EXPERIMENT_ALIASES:
         renamed = ", ".join(f"{old} -> {new}" for old, new in experiment_aliases().items())
         lines += ["", f"old names, still accepted (they warn): {renamed}"]
     return "\n".join(lines)

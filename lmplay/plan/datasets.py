@@ -16,7 +16,8 @@ import numpy as np
 
 from lmplay.data.batcher import Documents
 from lmplay.data.documents import tokenize_documents
-from lmplay.data.sources import SourceSpec, load_source
+from lmplay.data.source_spec import SourceSpec
+from lmplay.data.sources import load_source
 from lmplay.plan.format import DatasetDef, StageDef, TrainingPlan
 from lmplay.plan.saving import saved_copy_source, validation_source
 

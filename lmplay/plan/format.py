@@ -13,7 +13,7 @@ A plan is a JSON object:
         "notes": {"files": ["data/notes/*.txt"]},
         "qa": {"files": ["qa.jsonl"], "prompt_column": "question", "truth_column": "answer"}
       },
-      "stages": [                          # other spellings: lmplay.plan.aliases
+      "stages": [                          # other spellings: lmplay.compat
         {"name": "warmup", "datasets": ["shakespeare"], "epochs": 0.5},
         {"datasets": ["wiki", "notes"], "epochs": 2,
          "stop_at_loss": 3.5, "min_epochs": 1}   # stop rules: see lmplay.plan.stop_keys
@@ -23,7 +23,7 @@ A plan is a JSON object:
     }
 
 Other spellings (the old `"steps"`, the original lmplay's `"stage": {"dataset": ...}`) are
-rewritten into this form first (`lmplay.plan.aliases`).
+rewritten into this form first (`lmplay.compat`).
 
 Curriculum keys of a stage (`mix` and `repeat`, the `tokens` and `steps` budgets, `lr` and
 the rest of its optimization, `context_len`, `batch_size`, `mini_batch_size`) are described in
@@ -50,11 +50,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from lmplay.data.sources import SourceSpec
+from lmplay.compat import canonical_plan
+from lmplay.data.source_spec import SourceSpec
 from lmplay.errors import UsageError
-from lmplay.plan.aliases import canonical_plan
 from lmplay.plan.stage_keys import CURRICULUM_KEYS, parse_curriculum_keys, parse_mix
 from lmplay.plan.stop_keys import STOP_KEYS, parse_eval_only, parse_prompts, parse_stop_keys
+from lmplay.strict_json import reject_unknown
 
 PLAN_KEYS = {
     "name",
@@ -154,7 +155,7 @@ def parse_plan(obj: Any, *, origin: str, base_dir: str = ".") -> TrainingPlan:
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: must be a JSON object with 'datasets' and 'stages'")
     obj = canonical_plan(obj, where)
-    _reject_unknown(obj, PLAN_KEYS, where)
+    reject_unknown(obj, PLAN_KEYS, where)
     name = obj.get("name", Path(origin).stem)
     if not isinstance(name, str) or not name:
         raise UsageError(f"{where}: 'name' must be a non-empty string")
@@ -209,7 +210,7 @@ def _parse_dataset(
 ) -> DatasetDef:
     if not isinstance(value, dict):
         raise UsageError(f'{where}: must be an object such as {{"files": ["data.jsonl"]}}')
-    _reject_unknown(value, DATASET_KEYS, where)
+    reject_unknown(value, DATASET_KEYS, where)
     source_args = {k: v for k, v in value.items() if k in SOURCE_KEYS}
     if "files" in source_args:
         files = source_args["files"]
@@ -254,7 +255,7 @@ def _parse_dataset(
 def _parse_stage(index: int, raw: Any, datasets: dict[str, DatasetDef], where: str) -> StageDef:
     if not isinstance(raw, dict):
         raise UsageError(f"{where}: must be an object with 'datasets' and 'epochs'")
-    _reject_unknown(raw, STAGE_KEYS, where)
+    reject_unknown(raw, STAGE_KEYS, where)
     label = raw.get("name") or "+".join(map(str, raw.get("datasets") or raw.get("mix") or []))
     mix = parse_mix(raw, datasets, f"{where} '{label}'")
     names = _stage_datasets(raw.get("datasets", list(mix) or None), mix, datasets, where)
@@ -314,14 +315,6 @@ def _fraction(value: Any, where: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
         raise UsageError(f"{where}: must be a number in [0, 1), got {value!r}")
     return float(value)
-
-
-def _reject_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise UsageError(
-            f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}"
-        )
 
 
 def _dataset_definition(dataset: DatasetDef) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmplay.config import DEFAULT_OUT_DIR
-from lmplay.data.sources import SourceSpec, load_source, source_fingerprint
+from lmplay.data.source_spec import SourceSpec, source_fingerprint
+from lmplay.data.sources import load_source
 from lmplay.plan.format import DatasetDef, TrainingPlan
 
 

@@ -56,6 +56,7 @@ from typing import Any
 
 import orjson
 
+from lmplay.compat import read_stats_v1
 from lmplay.errors import UsageError
 from lmplay.run_files import LEGACY_STATS_SUFFIX, stats_of
 from lmplay.run_files import STATS_SUFFIX as RUN_STATS_SUFFIX
@@ -252,11 +253,8 @@ def _stats_from_header(path: Path, doc: dict[str, Any]) -> RunStats:
 
 
 def _load_document(path: Path, raw: bytes) -> RunStats:
-    """Format version 1: the whole run as one JSON document."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise UsageError(f"{path}: not valid JSON (truncated or corrupted?): {e}") from e
+    """Format version 1: the whole run as one JSON document (`lmplay.compat.read_stats_v1`)."""
+    doc = read_stats_v1(path, raw)
     _check_header(doc, path)
     stats = _stats_from_header(path, doc)
     stats.train = _records(doc.get("train", []), "train", path)

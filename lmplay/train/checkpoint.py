@@ -32,15 +32,14 @@ import torch
 
 from lmplay import __version__
 from lmplay.atomic import atomic_write, remove_stale_temps
-from lmplay.errors import CheckpointError, WriteFailed
+from lmplay.compat import checkpoint_v1_components
+from lmplay.errors import CheckpointError, WriteFailed, one_line
 from lmplay.models import ModelArgs, get_experiment
 from lmplay.train.components import ModelState
 
 FORMAT = "lmplay-checkpoint"
 FORMAT_VERSION = 2
 REQUIRED_COMPONENTS = ("model",)
-# Format 1 named single components in the plural and the plan after one use of plans.
-_RENAMED_IN_V2 = {"optimizers": "optimizer", "lr_schedulers": "lr_schedule", "curriculum": "plan"}
 # Anything a malformed piece of a checkpoint can raise while a component reads it.
 _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
 
@@ -106,7 +105,7 @@ class CheckpointMap:
             except _MALFORMED as error:
                 raise CheckpointError(
                     f"checkpoint {source}: component '{name}' does not fit this run "
-                    f"({_one_line(error)}); the file was left as it is"
+                    f"({one_line(error)}); the file was left as it is"
                 ) from error
         unused = sorted(set(stored) - set(self.entries) - skip)
         if unused:
@@ -132,7 +131,7 @@ def save_checkpoint(path: Path, components: dict[str, dict[str, Any]]) -> None:
         reason = (
             error.strerror or str(error)
             if isinstance(error, OSError)
-            else f"the write failed: {_one_line(error, 80)}; is the disk full?"
+            else f"the write failed: {one_line(error, 80)}; is the disk full?"
         )
         raise WriteFailed(
             f"cannot write checkpoint {path} ({reason}); "
@@ -166,9 +165,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         )
     components = payload.get("components")
     if version == 1 and isinstance(components, dict):
-        payload["components"] = components = {
-            _RENAMED_IN_V2.get(name, name): value for name, value in components.items()
-        }
+        payload["components"] = components = checkpoint_v1_components(components)
     if isinstance(components, dict):
         for name, component in components.items():
             if not isinstance(component, dict) or set(component) != {"state_args", "state"}:
@@ -226,10 +223,3 @@ def _check_finite(model: torch.nn.Module, source: Path) -> None:
                 f"checkpoint {source}: weight '{name}' holds NaN or infinite values (a diverged "
                 "run?); use an earlier checkpoint of the run"
             )
-
-
-def _one_line(error: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, KeyError):
-        text = f"missing key {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

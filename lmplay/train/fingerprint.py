@@ -37,7 +37,7 @@ _CHUNK = 1 << 20
 
 def dataset_fingerprints(datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{dataset name: {"definition": ..., "files": {path: [size, sha256]}}} of a plan's datasets."""
-    from lmplay.data.sources import source_fingerprint
+    from lmplay.data.source_spec import source_fingerprint
     from lmplay.plan.saving import saved_copy_source
 
     return {

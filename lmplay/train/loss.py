@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-IGNORE_INDEX = -100  # the target of positions that carry no loss (as in lmplay.data.batcher)
+from lmplay.data.samples import IGNORE_INDEX
 
 # 8,192 positions x 50,257 float32 logits is 1.6 GB. At 1,024 one chunk's logits (their
 # exponentials and their gradient reuse the same storage) take 0.2 GB: one gpt2ish step at

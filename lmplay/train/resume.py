@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from lmplay.compat import old_default_checkpoint
 from lmplay.config import DEFAULT_OUT_DIR, RunConfig
 from lmplay.errors import CheckpointError, UsageError
 from lmplay.models import ModelArgs
@@ -68,14 +69,15 @@ def find_source(cfg: RunConfig) -> Source:
     if not initial.exists():
         raise UsageError(f"--initial-model {initial}: no such file")
     if initial.is_dir():
-        from lmplay.models.hf_import import import_folder
+        from lmplay.models.hf.importing import import_folder
 
         return Source(initial, {"model": import_folder(initial)}, from_initial=True)
     return Source(initial, load_checkpoint(initial)["components"], from_initial=True)
 
 
 def _refuse_old_default_location(cfg: RunConfig) -> None:
-    """Refuse to start afresh beside a run of this plan saved where lmplay 0.1 put it.
+    """Refuse to start afresh beside a run of this plan saved where lmplay 0.1 put it
+    (`compat.old_default_checkpoint`).
 
     Runs without --out-dir used to share `out_gpt/EXP.lmp` whatever their plan; they now live in
     `out_gpt/PLAN/`. A checkpoint of the same plan in the old place is that run: say how to move
@@ -83,7 +85,7 @@ def _refuse_old_default_location(cfg: RunConfig) -> None:
     """
     if cfg.io.out_dir is not None or cfg.io.model is not None:
         return
-    old = Path(DEFAULT_OUT_DIR) / cfg.run_files().checkpoint.name
+    old = old_default_checkpoint(DEFAULT_OUT_DIR, cfg.run_files().checkpoint.name)
     if not old.is_file():
         return
     try:

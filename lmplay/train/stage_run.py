@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from lmplay.data.batcher import Sample, StageBatcher
+from lmplay.data.batcher import StageBatcher
 from lmplay.data.budget import BatcherCounters, Budget
 from lmplay.data.mixture import MixtureBatcher
+from lmplay.data.samples import Sample
 from lmplay.plan.datasets import PlanData
 from lmplay.train.curriculum import StageSettings, frozen_parameters
 from lmplay.train.schedule import StageSchedule, lr_at, stage_lr_at

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmplay.data.batcher import Batch, Sample, collate
 from lmplay.data.packing import pack
+from lmplay.data.samples import Batch, Sample, collate
 from lmplay.train.distributed.sharding import gradient_factor, gradient_sync, local_rank_share
 from lmplay.train.loss import as_loss_model, plain_model
 from lmplay.train.optim import set_lr

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
+from lmplay.data.samples import IGNORE_INDEX, Sample, collate
 from lmplay.data.tokenizer import get_tokenizer
 from lmplay.train.distributed.sharding import local_rank_share
 from lmplay.train.distributed.world import SINGLE, World

@@ -18,6 +18,7 @@ import pytest
 from lmp_testing import TINY_FLAGS, one_stage_plan
 
 from lmplay.cli.grid import main
+from lmplay.processes import process_alive
 from lmplay.stats.runs import load_stats
 
 ARCHS = ("gpt2ish", "modern")
@@ -129,7 +130,8 @@ def test_a_cell_that_outlives_its_killed_queue_records_that_it_finished(
     queue.kill()  # SIGKILL: the queue cannot record anything
     queue.wait()
     deadline = time.monotonic() + 120
-    while _alive(pid) and time.monotonic() < deadline:
+    # A finished child of the killed queue may linger as a zombie until init reaps it.
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     record = json.loads((cell / "cell.json").read_text())
     assert (record["state"], record["exit_code"]) == ("finished", 0)
@@ -144,13 +146,3 @@ def test_a_cell_that_outlives_its_killed_queue_records_that_it_finished(
     out = capsys.readouterr().out
     assert "skip seed=3: already finished" in out
     assert "status: lmp_grid grid.json --status --out-root elsewhere" in out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A finished child of the killed queue may linger as a zombie until init reaps it.
-    state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
-    return state != "Z"

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from lmp_testing import (
     TINY_FLAGS,
+    TrainerProcess,
     assert_bitwise_equal,
     load_components,
     one_stage_plan,
     records_without_timing,
-    subprocess_env,
     train_in_process,
 )
 
@@ -128,19 +126,16 @@ def test_run_writes_checkpoint_and_stats_and_resumes_bit_identical(straight: Pat
 
 @pytest.mark.slow
 def test_sigint_saves_and_rerun_finishes_bit_identical(straight: Path) -> None:
-    command = [sys.executable, "-m", "lmplay.cli.trainer", "--training-plan", "plan.json",
-               "--out-dir", "interrupted", *TINY_FLAGS, *COMMON, "--max-steps", STEPS]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=straight, env=subprocess_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    args = ["--training-plan", "plan.json", "--out-dir", "interrupted", *TINY_FLAGS, *COMMON,
+            "--max-steps", STEPS]  # fmt: skip
+    run = TrainerProcess(straight, args)
     checkpoint = straight / "interrupted" / "gpt2ish.lmp"
     deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+    while not checkpoint.exists() and time.monotonic() < deadline and run.process.poll() is None:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    run.signal(signal.SIGINT)
+    code, err = run.finish(timeout=120), run.output
+    assert code == 130, err
     assert "resume with: lmp_trainer --training-plan plan.json" in err
     assert load_components(checkpoint)["runner"]["state"]["step"] >= 1
     code, err = train(straight, "interrupted", "--max-steps", STEPS)

@@ -9,7 +9,8 @@ import pytest
 from lmp_testing import TINY_FLAGS, write_plan
 
 from lmplay.cli.trainer import main
-from lmplay.data.sources import SourceSpec, load_source
+from lmplay.data.source_spec import SourceSpec
+from lmplay.data.sources import load_source
 from lmplay.errors import UsageError
 
 CASES = {

@@ -12,16 +12,9 @@ import pytest
 import torch
 from lmp_testing import make_document
 
-from lmplay.data.batcher import (
-    IGNORE_INDEX,
-    PAD_ID,
-    Documents,
-    Sample,
-    StageBatcher,
-    collate,
-    cut_document,
-)
+from lmplay.data.batcher import Documents, StageBatcher, cut_document
 from lmplay.data.documents import tokenize_documents
+from lmplay.data.samples import IGNORE_INDEX, PAD_ID, Sample, collate
 from lmplay.data.tokenizer import EOT_ID
 
 CONTEXT = 64

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmplay.data.documents import split_sentences, tokenize_documents
-from lmplay.data.sources import SourceSpec, load_source
+from lmplay.data.source_spec import SourceSpec
+from lmplay.data.sources import load_source
 from lmplay.data.tokenizer import EOT_ID, get_tokenizer
 
 

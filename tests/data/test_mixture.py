@@ -9,10 +9,11 @@ import datasets
 import pytest
 from lmp_testing import make_document
 
-from lmplay.data.batcher import Documents, Sample, StageBatcher
+from lmplay.data.batcher import Documents, StageBatcher
 from lmplay.data.budget import Budget
 from lmplay.data.documents import tokenize_documents
 from lmplay.data.mixture import MixtureBatcher
+from lmplay.data.samples import Sample
 
 CONTEXT = 32
 

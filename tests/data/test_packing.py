@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmplay.data.batcher import IGNORE_INDEX, Sample, collate
 from lmplay.data.packing import first_fit_decreasing, pack
+from lmplay.data.samples import IGNORE_INDEX, Sample, collate
 
 ROW = 64
 

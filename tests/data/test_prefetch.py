@@ -10,9 +10,10 @@ import pytest
 import torch
 from lmp_testing import make_document
 
-from lmplay.data.batcher import Documents, Sample, StageBatcher, collate
+from lmplay.data.batcher import Documents, StageBatcher
 from lmplay.data.documents import tokenize_documents
 from lmplay.data.prefetch import PrefetchingBatcher
+from lmplay.data.samples import Sample, collate
 from lmplay.train.step import prepare_mini_batches
 
 CONTEXT = 64

@@ -13,12 +13,9 @@ import datasets
 import huggingface_hub.constants
 import pytest
 
-from lmplay.data.sources import (
-    SourceSpec,
-    hub_reachable,
-    load_source,
-    source_fingerprint,
-)
+from lmplay.data.hub import hub_reachable
+from lmplay.data.source_spec import SourceSpec, source_fingerprint
+from lmplay.data.sources import load_source
 from lmplay.errors import HubUnavailableError, UsageError
 
 

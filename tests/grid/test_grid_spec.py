@@ -122,7 +122,8 @@ def test_shipped_grids_validate_and_name_loadable_plans(path: Path) -> None:
 
 def test_grid_and_aggregation_import_neither_torch_nor_the_trainer() -> None:
     code = (
-        "import sys, lmplay.cli.grid, lmplay.grid.queue, lmplay.stats.aggregate; "
+        "import sys, lmplay.cli.grid, lmplay.grid.queue, lmplay.stats.aggregate, "
+        "lmplay.stats.compare, lmplay.stats.summary; "
         "lmplay.cli.grid.trainer_flags(); "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lmplay.train')))"
     )

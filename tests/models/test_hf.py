@@ -16,8 +16,8 @@ from lmplay.cli import generate as generate_cli
 from lmplay.cli.trainer import main as trainer_main
 from lmplay.data.tokenizer import get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
-from lmplay.models.hf import HFCausalLM
-from lmplay.models.hf_import import import_folder
+from lmplay.models.hf.experiments import HFCausalLM
+from lmplay.models.hf.importing import import_folder
 from lmplay.models.lora import LoraSpec, apply_lora
 from lmplay.stats.runs import load_stats
 from lmplay.train.checkpoint import load_checkpoint, restore_model, save_checkpoint

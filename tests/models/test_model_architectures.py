@@ -159,8 +159,8 @@ def test_rmsnorm_normalises_to_unit_rms():
 @pytest.mark.parametrize("name", experiment_names())
 def test_packed_rows_give_each_sample_its_own_logits(name):
     """Several samples in one row: same logits as each alone (own positions, no cross-talk)."""
-    from lmplay.data.batcher import Sample
     from lmplay.data.packing import pack
+    from lmplay.data.samples import Sample
 
     exp = get_experiment(name)
     if not exp.packs_rows:

@@ -2,11 +2,13 @@ import pytest
 import torch
 from torch import nn
 
+from lmplay import compat
 from lmplay.errors import UsageError
 from lmplay.models import (
     TINY_SIZES,
     ModelArgs,
     describe_experiments,
+    experiment_aliases,
     experiment_names,
     get_experiment,
     register,
@@ -141,7 +143,7 @@ def test_meta_build_allocates_nothing():
     ],
 )
 def test_an_old_name_still_works_and_warns_once(old, new, monkeypatch, capsys):
-    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setattr(compat, "_WARNED", set())
     assert get_experiment(old) is get_experiment(new)
     get_experiment(old)
     assert capsys.readouterr().err.splitlines() == [
@@ -151,12 +153,17 @@ def test_an_old_name_still_works_and_warns_once(old, new, monkeypatch, capsys):
     assert old not in experiment_names()
 
 
+def test_every_old_name_stands_for_a_registered_experiment_and_hides_none():
+    for old, new in experiment_aliases().items():
+        assert new in experiment_names() and old not in experiment_names()
+
+
 def test_a_checkpoint_of_an_old_name_resumes_under_the_new_one(monkeypatch, capsys):
     from lmplay.config import ModelConfig, RunConfig
     from lmplay.errors import CheckpointError
     from lmplay.train.model_setup import model_identity
 
-    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setattr(compat, "_WARNED", set())
     args = get_experiment("gpt2ish_124m").args(**TINY_SIZES)
     stored = {"state_args": {"exp": "gpt2ish_med", "model_args": args.to_dict()}}
     for exp in ("gpt2ish_124m", "gpt2ish_med"):

@@ -8,7 +8,7 @@ import datasets
 import pytest
 from lmp_testing import write_corpus
 
-from lmplay.data.sources import SourceSpec
+from lmplay.data.source_spec import SourceSpec
 from lmplay.errors import UsageError
 from lmplay.plan.datasets import PlanData
 from lmplay.plan.format import parse_plan

@@ -15,19 +15,17 @@ import pytest
 
 from lmplay.cli.plotstats import main
 from lmplay.errors import UsageError
-from lmplay.stats.aggregate import (
+from lmplay.stats.aggregate import find_group, group_band, group_runs
+from lmplay.stats.compare import (
     compare_groups,
     final_losses,
-    find_group,
-    group_band,
-    group_runs,
     regularized_incomplete_beta,
     welch_t_test,
-    write_summary,
 )
 from lmplay.stats.plot import PlotOptions, group_figures, plot_runs
 from lmplay.stats.recorder import StatsRecorder
 from lmplay.stats.runs import RunStats, load_stats
+from lmplay.stats.summary import write_summary
 
 META = {"plan": "demo", "batch_size": 8, "lr": 0.003, "model_args": {"embed_dim": 32}}
 

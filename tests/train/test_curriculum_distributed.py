@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lmp_testing import write_corpus, write_plan
+from lmp_testing import TrainerProcess, write_corpus, write_plan
 from test_distributed import (
     SGD,
-    Torchrun,
     args_for,
     assert_same_figures,
     assert_same_position,
@@ -32,7 +31,7 @@ def test_two_ranks_on_a_repeating_mixture_equal_one_process(tmp_path: Path) -> N
     write_plan(tmp_path, [stage], datasets)
     start = initial_weights(tmp_path)
     one = train_here(tmp_path, "one", *SGD)
-    job = Torchrun(tmp_path, args_for(tmp_path, "two", *SGD))
+    job = TrainerProcess(tmp_path, args_for(tmp_path, "two", *SGD), nproc=2)
     assert job.finish() == 0, job.output
     two = tmp_path / "two" / one.name
     assert update_difference(two, one, start) < 1e-6

@@ -12,15 +12,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan
+from lmp_testing import TINY_FLAGS, TrainerProcess, one_stage_plan
 
 from lmplay.cli import trainer as trainer_cli
 from lmplay.cli.trainer import build_parser, config_from_args
@@ -146,66 +143,6 @@ def initial_weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in build_session(cfg).model.state_dict().items()}
 
 
-class Torchrun:
-    """`torchrun --standalone --nproc-per-node=2 -m lmplay.cli.trainer ...` in a subprocess."""
-
-    def __init__(self, folder: Path, args: list[str], pause: str | None = None) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        env.pop("LMPLAY_TEST_PAUSE", None)
-        if pause is not None:
-            env["LMPLAY_TEST_PAUSE"] = pause  # every rank waits there for a line on stdin
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        self.process = subprocess.Popen(
-            [*command, "--nproc-per-node=2", "-m", "lmplay.cli.trainer", *args],
-            cwd=folder,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self._out = bytearray()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        while chunk := os.read(self.process.stdout.fileno(), 65536):
-            self._out += chunk
-
-    @property
-    def output(self) -> str:
-        return self._out.decode(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                pytest.fail(f"never printed {text!r}:\n{self.output}")
-            time.sleep(0.02)
-
-    def rank_pid(self, rank: int) -> int:
-        """The worker process of `rank` (torchrun's child with RANK=rank in its environment)."""
-        pid = self.process.pid
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-            if f"RANK={rank}".encode() in environ:
-                return int(child)
-        raise AssertionError(f"no worker of rank {rank} under torchrun {pid}")
-
-    def release(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"\n\n")  # one line for each paused rank
-        self.process.stdin.close()
-
-    def finish(self, timeout: float = 300) -> int:
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
-
-
 def update_difference(got: Path, want: Path, start: dict[str, torch.Tensor]) -> float:
     """|got - want| / |want - start| over all weights together."""
     a = load_checkpoint(got)["components"]["model"]["state"]
@@ -268,7 +205,7 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(
     ref4 = train_here(folder, "ref", *SGD, "--max-steps", "4")  # a straight run, bit-exactly
 
     two = args_for(folder, "two", *SGD, "--max-steps", "4")
-    job = Torchrun(folder, two, pause="validate:2")
+    job = TrainerProcess(folder, two, pause="validate:2", nproc=2)
     job.wait_for("lmplay-test-pause validate 2")  # rank 0 waits there; rank 1 too, or soon
     os.kill(job.rank_pid(1), signal.SIGTERM)
     job.release()
@@ -290,7 +227,7 @@ def test_sigterm_to_one_rank_then_resume_at_one_and_two_ranks(
     assert_same_position(single, ref4)
 
     # The rerun of the stopped 2-rank job finishes equal to the straight run.
-    rerun = Torchrun(folder, two)
+    rerun = TrainerProcess(folder, two, nproc=2)
     assert rerun.finish() == 0, rerun.output
     assert update_difference(stopped, ref4, start) < 1e-6
     assert_same_position(stopped, ref4)
@@ -310,7 +247,7 @@ def test_fsdp_resumes_a_single_process_run_and_a_single_process_resumes_it(
     ref5 = train_here(folder, "adam-ref", *ADAMW, "--max-steps", "5")
 
     fsdp = ["--parallel", "fsdp", "--max-steps", "4"]
-    job = Torchrun(folder, args_for(folder, "adam-fsdp", *ADAMW, *fsdp))
+    job = TrainerProcess(folder, args_for(folder, "adam-fsdp", *ADAMW, *fsdp), nproc=2)
     assert job.finish() == 0, job.output
     assert update_difference(sharded, ref4, start) < 1e-5
     assert_same_position(sharded, ref4)

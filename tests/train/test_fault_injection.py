@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, one_stage_plan
+from lmp_testing import TINY_FLAGS, TrainerProcess, one_stage_plan, run_cli
 
 from lmplay.cli.trainer import build_parser, config_from_args, main
 from lmplay.errors import CheckpointError
@@ -172,9 +172,8 @@ def test_sigkill_during_saves_always_leaves_a_loadable_newest_checkpoint(tmp_pat
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["ckpt.lmp"]
 
 
-def trainer_command(out: str) -> list[str]:
-    return [sys.executable, "-m", "lmplay.cli.trainer", "--training-plan", "plan.json",
-            "--out-dir", out, *TINY_FLAGS, "--save-interval", "8",
+def trainer_args(out: str) -> list[str]:
+    return ["--training-plan", "plan.json", "--out-dir", out, *TINY_FLAGS, "--save-interval", "8",
             "--validation-interval", "1000", "--keep-last", "2"]  # fmt: skip
 
 
@@ -182,30 +181,17 @@ def trainer_command(out: str) -> list[str]:
 def test_trainer_killed_mid_training_resumes_by_rerun(tmp_path: Path) -> None:
     rng = random.Random(11)
     one_stage_plan(tmp_path, documents=40)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env["LMPLAY_TEST_PAUSE"] = f"save:{rng.randint(2, 4)}"
-    process = subprocess.Popen(
-        trainer_command("out"), cwd=tmp_path, env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None and process.stdin is not None
-    for line in process.stderr:  # the validation and the bar end lines before the pause
-        if "lmplay-test-pause save" in line:
-            break
-    else:
-        pytest.fail(f"never reached the pause point (exit {process.wait()})")
-    process.stdin.write("\n")
-    process.stdin.flush()
+    run = TrainerProcess(tmp_path, trainer_args("out"), pause=f"save:{rng.randint(2, 4)}")
+    run.wait_for("lmplay-test-pause save")
+    run.release()
     time.sleep(rng.uniform(0.0, 0.3))  # into the save, or the step after it
-    process.kill()
-    assert process.wait(timeout=60) == -signal.SIGKILL
+    run.signal(signal.SIGKILL)
+    assert run.finish(timeout=60) == -signal.SIGKILL
     checkpoint = tmp_path / "out" / "gpt2ish.lmp"
     killed_at = load_checkpoint(checkpoint)["components"]["runner"]["state"]["step"]
     assert killed_at >= 1
 
-    env.pop("LMPLAY_TEST_PAUSE")
-    rerun = subprocess.run(trainer_command("out"), cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    rerun = run_cli("trainer", trainer_args("out"), tmp_path, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed from out/gpt2ish.lmp at step {killed_at}" in rerun.stderr
     final = load_checkpoint(checkpoint)["components"]

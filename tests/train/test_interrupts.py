@@ -9,22 +9,18 @@ runs nothing interrupts (the uninterrupted reference, the final reruns) go throu
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from lmp_testing import (
     TINY_FLAGS,
+    TrainerProcess,
     assert_bitwise_equal,
     records_without_timing,
-    subprocess_env,
     three_stage_plan,
     train_in_process,
 )
@@ -43,64 +39,6 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.S
 
 def trainer_args(out: str, *extra: str) -> list[str]:
     return ["--training-plan", "plan.json", "--out-dir", out, *TINY_FLAGS, *COMMON, *extra]
-
-
-class TrainerProcess:
-    """`lmp_trainer` in a subprocess; stderr is collected as it comes (tqdm writes no newlines)."""
-
-    def __init__(self, cwd: Path, args: list[str], pause: str | None = None) -> None:
-        env = subprocess_env()
-        env.pop("LMPLAY_TEST_PAUSE", None)
-        if pause is not None:
-            env["LMPLAY_TEST_PAUSE"] = pause
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lmplay.cli.trainer", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self._err = bytearray()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        while chunk := os.read(self.process.stderr.fileno(), 65536):
-            self._err += chunk
-
-    @property
-    def stderr(self) -> str:
-        return self._err.decode(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                pytest.fail(f"never printed {text!r} (exit {self.process.poll()}):\n{self.stderr}")
-            time.sleep(0.01)
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.process.send_signal(signum)
-
-    def release(self) -> None:
-        """Let a process waiting at its pause point go on."""
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(b"\n")
-            self.process.stdin.flush()
-        except BrokenPipeError:  # it was killed there
-            pass
-
-    def finish(self, timeout: float = 300) -> int:
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        assert self.process.stdin is not None and self.process.stderr is not None
-        self.process.stdin.close()
-        self.process.stderr.close()
-        return code
 
 
 def run_to_end(cwd: Path, args: list[str]) -> str:
@@ -176,12 +114,12 @@ def test_interrupted_anywhere_then_rerun_is_bitwise_identical(baseline: Path) ->
         else:
             interrupt(run, signum, delay)
         code = run.finish()
-        assert code == EXIT_CODES[signum], f"{signum!r} at {pause}:\n{run.stderr}"
+        assert code == EXIT_CODES[signum], f"{signum!r} at {pause}:\n{run.output}"
         if signum != signal.SIGKILL:
-            assert f"stopped by {signum.name} at step" in run.stderr
+            assert f"stopped by {signum.name} at step" in run.output
             resume = "resume with: lmp_trainer --training-plan plan.json --out-dir interrupted"
-            assert resume in run.stderr
-            assert run.stderr.count(f"{signum.name} received") == 1
+            assert resume in run.output
+            assert run.output.count(f"{signum.name} received") == 1
         step = components(checkpoint)["runner"]["state"]["step"]
         assert step >= last_step, f"progress went back after {signum!r} at {pause}"
         last_step = step

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lmplay.data.samples import IGNORE_INDEX
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
-from lmplay.train.loss import IGNORE_INDEX, LossModel, chunked_head_loss
+from lmplay.train.loss import LossModel, chunked_head_loss
 
 VOCAB = 97
 B, T, C = 3, 20, 16

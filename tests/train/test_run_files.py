@@ -4,13 +4,11 @@ one folder keep their own histories."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from lmp_testing import TINY_FLAGS, subprocess_env, write_corpus, write_plan
+from lmp_testing import TINY_FLAGS, TrainerProcess, write_corpus, write_plan
 
 from lmplay.cli.trainer import main
 from lmplay.errors import UsageError
@@ -79,17 +77,6 @@ def test_stages_named_like_lmplay_files_keep_their_own_checkpoints(
     assert all(path.is_file() for path in files.checkpoints())
 
 
-def _trainer(folder: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lmplay.cli.trainer", *args],
-        cwd=folder,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_two_runs_at_once_with_one_stem_and_one_out_dir_keep_both_histories(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,9 +89,9 @@ def test_two_runs_at_once_with_one_stem_and_one_out_dir_keep_both_histories(
     }
     (first, first_extra), (second, second_extra) = runs.items()
     # One run in another process, the other in this one while it goes on.
-    other = _trainer(tmp_path, *common, "--model", first, *first_extra)
+    other = TrainerProcess(tmp_path, [*common, "--model", first, *first_extra])
     assert main([*common, "--model", second, *second_extra]) == 0
-    assert other.wait(timeout=240) == 0, other.stderr.read()
+    assert other.finish(timeout=240) == 0, other.output
     for model, extra in runs.items():
         stats = load_stats(RunFiles(tmp_path / model).stats)
         assert stats.model == "run.lmp" and stats.meta["seed"] == int(extra[-1])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lmp_testing import evaluate
 
-from lmplay.data.batcher import Sample
+from lmplay.data.samples import Sample
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs
 from lmplay.train.optim import build_optimizer

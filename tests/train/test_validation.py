@@ -10,7 +10,7 @@ import torch
 from lmp_testing import evaluate
 from torch import nn
 
-from lmplay.data.batcher import Sample
+from lmplay.data.samples import Sample
 from lmplay.data.tokenizer import EOT_ID, get_tokenizer
 from lmplay.models import TINY_SIZES, get_experiment
 from lmplay.models.registry import ModelArgs

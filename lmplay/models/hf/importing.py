@@ -1,7 +1,7 @@
 """`--initial-model FOLDER`: a transformers GPT-2 or Llama folder as lmplay weights.
 
 The folder's config picks the lmplay experiment that computes the same function at the same
-sizes (see `hf_maps`); its weights become that experiment's state dict, and the run starts from
+sizes (see `maps`); its weights become that experiment's state dict, and the run starts from
 them as from an lmplay checkpoint that holds only a model.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lmplay.errors import UsageError
-from lmplay.models.hf_folder import WEIGHT_FILES, load_weights, read_folder
-from lmplay.models.hf_maps import from_hf_state, lmplay_identity
+from lmplay.models.hf.folder import WEIGHT_FILES, load_weights, read_folder
+from lmplay.models.hf.maps import from_hf_state, lmplay_identity
 
 
 def import_folder(path: Path) -> dict[str, Any]:

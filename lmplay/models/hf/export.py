@@ -1,7 +1,7 @@
 """Write a model as a transformers folder: config, safetensors weights, generation config and
 GPT-2 tokenizer files, which `AutoModelForCausalLM` and `AutoTokenizer` load offline.
 
-lmplay's own families go through `hf_maps` (refused when no transformers class computes the
+lmplay's own families go through `maps` (refused when no transformers class computes the
 same function); an `hf:` model is its transformers model already. LoRA adapters are merged
 into the base weights first.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lmplay.data.hf_tokenizer import write_gpt2_tokenizer
-from lmplay.models.hf import HFCausalLM
-from lmplay.models.hf_maps import EOT_ID, family_of, to_hf_state
+from lmplay.models.hf.experiments import HFCausalLM
+from lmplay.models.hf.maps import EOT_ID, family_of, to_hf_state
+from lmplay.models.hf.tokenizer import write_gpt2_tokenizer
 from lmplay.models.lora import merge_lora
 from lmplay.models.registry import ModelArgs
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lmplay.errors import UsageError
-from lmplay.models.hf_folder import (
+from lmplay.models.hf.folder import (
     DROPOUT_KEYS,
     HFFolder,
     config_dropout,

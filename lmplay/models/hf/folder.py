@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmplay.data.hf_tokenizer import folder_tokenizer_problem
 from lmplay.data.tokenizer import VOCAB_SIZE
 from lmplay.errors import UsageError
+from lmplay.models.hf.tokenizer import folder_tokenizer_problem
 
 # Single-file and sharded weights, in the order transformers prefers them.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

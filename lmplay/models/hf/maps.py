@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lmplay.errors import UsageError
 from lmplay.models.gpt2ish import GPT2ish
 from lmplay.models.gpt2ish_tanh import GPT2ishTanh
-from lmplay.models.hf_folder import config_dropout
+from lmplay.models.hf.folder import config_dropout
 from lmplay.models.modern import Modern, ModernTied
 from lmplay.models.modules import swiglu_hidden
 from lmplay.models.registry import ModelArgs
