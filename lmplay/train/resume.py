@@ -26,7 +26,7 @@ from lmplay.errors import CheckpointError, UsageError
 from lmplay.models import ModelArgs
 from lmplay.plan.format import TrainingPlan
 from lmplay.plan.progress import PlanProgress
-from lmplay.plan.registry import load_plan, plan_from_checkpoint
+from lmplay.plan.registry import plan_from_checkpoint
 from lmplay.train.checkpoint import CheckpointMap, load_checkpoint
 from lmplay.train.fingerprint import check_resume
 from lmplay.train.optim import DecayGroups
@@ -57,12 +57,12 @@ class Source:
         return self.resumes and (cfg.optim.ignore_optimizer or "optimizer" not in self.stored)
 
 
-def find_source(cfg: RunConfig) -> Source:
+def find_source(cfg: RunConfig, plan: TrainingPlan) -> Source:
     """The run's own checkpoint, else `--initial-model` (a checkpoint or transformers folder)."""
     own = cfg.run_files().checkpoint
     if own.exists():
         return Source(own, load_checkpoint(own)["components"])
-    _refuse_old_default_location(cfg)
+    _refuse_old_default_location(cfg, plan)
     if not cfg.io.initial_model:
         return Source()
     initial = Path(cfg.io.initial_model)
@@ -75,7 +75,7 @@ def find_source(cfg: RunConfig) -> Source:
     return Source(initial, load_checkpoint(initial)["components"], from_initial=True)
 
 
-def _refuse_old_default_location(cfg: RunConfig) -> None:
+def _refuse_old_default_location(cfg: RunConfig, plan: TrainingPlan) -> None:
     """Refuse to start afresh beside a run of this plan saved where lmplay 0.1 put it
     (`compat.old_default_checkpoint`).
 
@@ -93,7 +93,7 @@ def _refuse_old_default_location(cfg: RunConfig) -> None:
         stored_name = plan_from_checkpoint(stored, origin=str(old)).name
     except (CheckpointError, UsageError, KeyError, TypeError):
         return  # not a readable run of any plan: nothing to resume there
-    if stored_name != load_plan(cfg.data.training_plan).name:
+    if stored_name != plan.name:
         return
     new_dir = cfg.out_dir()
     belongings = sorted(old.parent.glob(f"{old.stem}.*"))  # checkpoints, stats, stage copies

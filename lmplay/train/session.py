@@ -95,7 +95,7 @@ def build_session(
     placement = placement or resolve_placement(cfg.system)
     plan = plan or load_plan(cfg.data.training_plan)
     notes: list[str] = []
-    source = resume.find_source(cfg)
+    source = resume.find_source(cfg, plan)
     seed_everything(cfg.data.seed)
     built = build_model(cfg, placement, source, notes)
     optimizer, groups = build_optimizer(
