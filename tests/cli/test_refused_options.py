@@ -23,6 +23,8 @@ from lmplay.stats.recorder import StatsRecorder
         ),
         (["--min-lr", "1e-4"], "--min-lr applies to --lr-schedule cosine or linear, not constant"),
         (["--decay-steps", "5"], "--decay-steps applies to --lr-schedule cosine or linear"),
+        (["--lr-schedule", "cosine"], "--lr-schedule cosine needs --decay-steps or --max-steps"),
+        (["--allow-changed", "colour"], "--allow-changed colour: not a setting a resume compares"),
         (["--weight-decay", "2000"], "each adamw step would zero or flip every weight"),
         (["--optimizer-warmup-fraction", "nan"], "--optimizer-warmup-fraction nan must be in"),
         (["--dropout", "nan"], "--dropout nan must be in [0, 1)"),
