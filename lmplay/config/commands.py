@@ -271,8 +271,9 @@ class GridConfig:
         parallel = self.slurm_array_parallelism
         if parallel is not None and parallel < 1:
             raise UsageError(f"--slurm-array-parallelism {parallel} must be at least 1")
+        # Reading them is their check: a bad one raises here, before the grid is read.
         self.slurm_time_min()
-        self.slurm_parameters()
+        self.slurm_extra_parameters()
 
     def slurm_flags(self) -> dict[str, object]:
         """Each `--slurm-*` flag and its value (None, 0 or empty: not given)."""
@@ -290,7 +291,7 @@ class GridConfig:
             return DEFAULT_SLURM_TIME_MIN
         return slurm_minutes(self.slurm_time)
 
-    def slurm_parameters(self) -> dict[str, Any]:
+    def slurm_extra_parameters(self) -> dict[str, Any]:
         """`--slurm-extra KEY=VALUE` (or a bare KEY for a switch) -> sbatch parameters."""
         extra: dict[str, Any] = {}
         for item in self.slurm_extra:

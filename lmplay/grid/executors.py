@@ -93,7 +93,7 @@ def slurm_options(cfg: GridConfig) -> SlurmOptions:
         gpus_per_task=cfg.slurm_gpus_per_task,
         array_parallelism=cfg.slurm_array_parallelism,
         setup=tuple(cfg.slurm_setup),
-        extra=cfg.slurm_parameters(),
+        extra=cfg.slurm_extra_parameters(),
     )
 
 
