@@ -2,8 +2,10 @@
 
 Each field of a section dataclass becomes `--name-with-dashes` (the underscore spelling
 `--name_with_underscores` is accepted too, hidden from `--help`), typed from its annotation,
-with its default and help text from the field. `--config FILE` reads flag values from a JSON or
-TOML file first; flags on the command line override it.
+with its default and help text from the field; a field's `group` lists it under that title in
+`--help`, and `action="append"` makes a repeatable flag (a tuple of its values). `--config FILE`
+reads flag values from a JSON or TOML file first; flags on the command line override it (a
+repeatable flag's command-line values are added to the file's list).
 
 A config file is one flat object (TOML: top-level keys) whose keys are flag names without the
 leading dashes, in either spelling: `{"batch-size": 8, "lr": 0.002, "amp": true}`. An unknown key
@@ -30,7 +32,7 @@ Sections = Mapping[str, type]
 
 class DefaultOnceFormatter(argparse.HelpFormatter):
     """Adds `(default: X)` to a flag's help unless the help already says its default, or there
-    is nothing to say (no default, or an off switch)."""
+    is nothing to say (no default, an off switch, or an empty list)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -39,6 +41,7 @@ class DefaultOnceFormatter(argparse.HelpFormatter):
             not action.option_strings
             or default is None
             or default is False
+            or default == []
             or default is argparse.SUPPRESS
             or "default" in text
         ):
@@ -57,10 +60,14 @@ def build_parser(prog: str, description: str, sections: Sections) -> argparse.Ar
         type=Path,
         help="JSON or TOML file of flag values (keys: flag names); command-line flags win",
     )
+    titled: dict[str, argparse._ArgumentGroup] = {}
     for section, section_class in sections.items():
         group = parser.add_argument_group(section) if len(sections) > 1 else parser
         for f in dataclasses.fields(section_class):
-            _add_flag(group, section, f, section_class)
+            title = f.metadata.get("group")
+            if title is not None and title not in titled:
+                titled[title] = parser.add_argument_group(title)
+            _add_flag(titled[title] if title else group, section, f, section_class)
     return parser
 
 
@@ -76,10 +83,15 @@ def parse_flags(
         parser.set_defaults(**config_file_values(known.config, sections))
     args = parser.parse_args(argv)
     values = {
-        section: {f.name: getattr(args, _dest(section, f)) for f in dataclasses.fields(cls)}
+        section: {f.name: _value(args, section, f) for f in dataclasses.fields(cls)}
         for section, cls in sections.items()
     }
     return args, values
+
+
+def _value(args: argparse.Namespace, section: str, f: dataclasses.Field) -> Any:
+    value = getattr(args, _dest(section, f))
+    return tuple(value) if f.metadata.get("action") == "append" else value
 
 
 def config_file_values(path: Path, sections: Sections) -> dict[str, Any]:
@@ -148,6 +160,10 @@ def _checked_value(value: Any, f: dataclasses.Field, section_class: type, where:
     kind = _base_type(hint)
     if value is None and _optional(hint):
         return None
+    if f.metadata.get("action") == "append":  # a repeatable flag: a list in a file
+        if not isinstance(value, list):
+            raise UsageError(f"{where} must be a list of values, got {value!r}")
+        return [_checked_one(item, kind, f, where) for item in value]
     count = f.metadata.get("nargs")
     if count is not None:  # a fixed number of values, e.g. `--compare A B`: a list in a file
         if not isinstance(value, list) or len(value) != count:
@@ -187,13 +203,15 @@ def _add_flag(
         choices = f.metadata.get("choices")
         options.update(
             type=kind,
-            default=f.default,
+            # argparse appends to a copy of a list default
+            default=list(f.default) if f.metadata.get("action") == "append" else f.default,
             choices=choices,
             # With choices and no metavar, --help lists them: `--out-type {png,svg,pdf}`.
             metavar=f.metadata.get("metavar", None if choices else f.name.upper()),
         )
-        if "nargs" in f.metadata:
-            options["nargs"] = f.metadata["nargs"]
+        for key in ("nargs", "action"):
+            if key in f.metadata:
+                options[key] = f.metadata[key]
     group.add_argument(flag, help=f.metadata["help"], **options)
     if underscored != flag:  # the spelling older docs use; one entry in --help is enough
         group.add_argument(underscored, help=argparse.SUPPRESS, **options)
@@ -208,9 +226,11 @@ def _dest(section: str, f: dataclasses.Field) -> str:
 
 
 def _base_type(hint: object) -> type:
-    """`int | None` -> int."""
+    """`int | None` -> int; `tuple[str, ...]` (a repeatable flag) -> str."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0]
     return hint  # type: ignore[return-value]
 
 

@@ -23,8 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lmplay.cli import plain_warnings
+from lmplay.cli.flags import build_parser as build_flag_parser
+from lmplay.cli.flags import parse_flags
+from lmplay.config import GRID_SECTIONS, GridConfig
 from lmplay.errors import UsageError
-from lmplay.grid.executors import EXECUTORS
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
     EXIT_INTERRUPTED,
@@ -40,89 +42,14 @@ GRID_LOCK_NAME = ".lmp_grid.lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lmp_grid",
-        description="Run a grid of lmp_trainer runs (base flags × crossed lists) over a queue of "
-        "devices; rerun to resume.",
+    parser = build_flag_parser(
+        "lmp_grid",
+        "Run a grid of lmp_trainer runs (base flags × crossed lists) over a queue of devices; "
+        "rerun to resume.",
+        GRID_SECTIONS,
     )
     parser.add_argument("grid", type=Path, help="grid file (JSON: base, cross, runs)")
-    parser.add_argument(
-        "--devices",
-        default="cpu",
-        help="comma-separated torch devices cells run on, e.g. cuda:0,cuda:1 (default: cpu)",
-    )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="cells run at once on each device (default: 1)",
-    )
-    parser.add_argument(
-        "--out-root",
-        type=Path,
-        help="folder holding one folder per cell (default: the grid's out_root, else "
-        "out_grid/<grid name>)",
-    )
-    parser.add_argument(
-        "--status", action="store_true", help="print the table of cells and exit (runs nothing)"
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print each cell's lmp_trainer command (the queue adds --device) and exit; with "
-        "--executor slurm, the sbatch script first",
-    )
-    _add_executor_flags(parser)
     return parser
-
-
-def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "executors (submitit-local and slurm: pip install 'lmplay[slurm]')"
-    )
-    group.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="local: the queue over --devices; submitit-local: every unfinished cell at once as "
-        "submitit local jobs; slurm: one Slurm job array, submitted without waiting "
-        "(default: local)",
-    )
-    group.add_argument(
-        "--slurm-partition", metavar="NAME", help="partition the array is submitted to"
-    )
-    group.add_argument(
-        "--slurm-time",
-        metavar="TIME",
-        help="time limit of each array task: minutes or [DAYS-]HOURS:MINUTES[:SECONDS]; a task "
-        "out of time saves and is requeued (default: 24:00:00)",
-    )
-    group.add_argument(
-        "--slurm-gpus-per-task",
-        type=int,
-        default=0,
-        metavar="N",
-        help="GPUs of each cell; more than 1 runs the cell under torchrun (default: 0, the CPU)",
-    )
-    group.add_argument(
-        "--slurm-array-parallelism", type=int, metavar="N", help="array tasks running at once"
-    )
-    group.add_argument(
-        "--slurm-setup",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="a shell line the sbatch script runs before the cell (repeat for more), e.g. "
-        "'source .venv/bin/activate'",
-    )
-    group.add_argument(
-        "--slurm-extra",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other sbatch option, e.g. account=myproj or constraint=a100 (repeatable)",
-    )
 
 
 def trainer_flags() -> dict[str, bool]:
@@ -139,46 +66,40 @@ def trainer_flags() -> dict[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     plain_warnings.install()
-    args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        return _main(argv)
     except KeyboardInterrupt:  # before the queue installs its handlers: nothing started yet
         print("interrupted before any cell started", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     try:
-        if args.jobs < 1:
-            raise UsageError(f"--jobs {args.jobs} must be at least 1")
-        slots = device_slots(args.devices, args.jobs)
-        if not slots:
-            raise UsageError(f"--devices {args.devices!r} names no device")
+        args, values = parse_flags(build_parser(), GRID_SECTIONS, argv)
+        cfg = GridConfig(**values["grid"])
+        slots = device_slots(cfg.devices, cfg.jobs)
         spec = load_grid(args.grid, trainer_flags())
-        if args.out_root is not None:
-            spec = dataclasses.replace(spec, out_root=args.out_root)
-        given = [flag for flag, value in _slurm_flags(args).items() if value]
-        if given and args.executor != "slurm":
-            raise UsageError(f"{', '.join(given)}: only for --executor slurm")
+        if cfg.out_root is not None:
+            spec = dataclasses.replace(spec, out_root=Path(cfg.out_root))
         check_cells(spec)
-        check_out_root(spec, args.status or args.dry_run)
-        if args.status:
+        check_out_root(spec, cfg.status or cfg.dry_run)
+        if cfg.status:
             return _status(spec)
-        if args.executor == "slurm" or (args.executor == "submitit-local" and not args.dry_run):
-            if args.executor == "submitit-local":
+        hint = _status_hint(args.grid, cfg)
+        if cfg.executor == "slurm" or (cfg.executor == "submitit-local" and not cfg.dry_run):
+            if cfg.executor == "submitit-local":
                 check_devices(slots[:1])
-            if args.dry_run:
-                return _submitit_executor(args, spec, slots)
+            if cfg.dry_run:
+                return _submitit_executor(cfg, spec, slots, hint)
             with grid_lock(spec):
-                return _submitit_executor(args, spec, slots)
-        if args.dry_run:
+                return _submitit_executor(cfg, spec, slots, hint)
+        if cfg.dry_run:
             for cell in spec.cells:
                 folder = spec.out_root / cell.name
                 print(" ".join(["lmp_trainer", *cell.args(), "--out-dir", str(folder)]))
             return 0
         check_devices(slots)
         with grid_lock(spec):
-            hint = _status_hint(args)
             return GridQueue(spec, slots, env=_cell_env(spec, slots), status_hint=hint).run()
     except UsageError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
@@ -192,11 +113,11 @@ def _status(spec: GridSpec) -> int:
     return EXIT_ALL_FINISHED if all_done else EXIT_SOME_NOT_FINISHED
 
 
-def _status_hint(args: argparse.Namespace) -> str:
+def _status_hint(grid: Path, cfg: GridConfig) -> str:
     """The command that shows this grid's table: every option that chose the grid's folder."""
-    words = ["lmp_grid", str(args.grid), "--status"]
-    if args.out_root is not None:
-        words += ["--out-root", str(args.out_root)]
+    words = ["lmp_grid", str(grid), "--status"]
+    if cfg.out_root is not None:
+        words += ["--out-root", str(Path(cfg.out_root))]
     return shlex.join(words)
 
 
@@ -251,27 +172,16 @@ def grid_lock(spec: GridSpec) -> Iterator[None]:
         yield
 
 
-def _submitit_executor(args: argparse.Namespace, spec: GridSpec, slots: list[str]) -> int:
+def _submitit_executor(cfg: GridConfig, spec: GridSpec, slots: list[str], hint: str) -> int:
     from lmplay.grid import executors
 
     # Every cell starts at once under submitit-local: on the CPU they share its cores.
     cores = _cell_env(spec, slots[:1] * len(spec.cells)).get("OMP_NUM_THREADS")
-    env = {} if cores is None or args.executor != "submitit-local" else {"OMP_NUM_THREADS": cores}
-    options = executors.slurm_options(_slurm_flags(args))
+    env = {} if cores is None or cfg.executor != "submitit-local" else {"OMP_NUM_THREADS": cores}
+    options = executors.slurm_options(cfg)
     return executors.run_executor(
-        args.executor, spec, options, slots[0], env, args.dry_run, _say, _status_hint(args)
+        cfg.executor, spec, options, slots[0], env, cfg.dry_run, _say, hint
     )
-
-
-def _slurm_flags(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "--slurm-partition": args.slurm_partition,
-        "--slurm-time": args.slurm_time,
-        "--slurm-gpus-per-task": args.slurm_gpus_per_task,
-        "--slurm-array-parallelism": args.slurm_array_parallelism,
-        "--slurm-setup": args.slurm_setup,
-        "--slurm-extra": args.slurm_extra,
-    }
 
 
 def _say(line: str) -> None:

@@ -3,8 +3,8 @@
 - `sections.py`: the sections of `lmp_trainer`'s configuration (model, data, batch, optim, io,
   stop, samples, system, lora), one field per flag with its help and default;
 - `run.py`: `RunConfig`, all sections checked together, and the files a run writes;
-- `commands.py`: `lmp_generator`, `lmp_eval` and `lmp_plotstats` (GenerateConfig, EvalConfig,
-  PlotConfig), each checked on construction.
+- `commands.py`: `lmp_generator`, `lmp_eval`, `lmp_plotstats` and `lmp_grid` (GenerateConfig,
+  EvalConfig, PlotConfig, GridConfig), each checked on construction.
 
 Each command builds its parser from these dataclasses (`lmplay.cli.flags`), so a flag cannot
 drift from the value it sets, and every option is checked here, once, when its dataclass is
@@ -13,8 +13,12 @@ built: bad values end in one `error:` line before anything is read. No torch her
 """
 
 from lmplay.config.commands import (
+    DEFAULT_SLURM_TIME_MIN,
     EVAL_SECTIONS,
+    EXECUTOR_GROUP,
+    EXECUTORS,
     GENERATE_SECTIONS,
+    GRID_SECTIONS,
     MAX_NEW_TOKENS,
     PLOT_AVERAGE_WINDOW,
     PLOT_BANDS,
@@ -22,8 +26,10 @@ from lmplay.config.commands import (
     PLOT_SECTIONS,
     EvalConfig,
     GenerateConfig,
+    GridConfig,
     PlotConfig,
     check_plot_values,
+    slurm_minutes,
 )
 from lmplay.config.run import MAX_LR, MAX_SEED, SECTIONS, RunConfig, exp_file_stem, plan_label
 from lmplay.config.sections import (
@@ -50,8 +56,12 @@ __all__ = [
     "AMP_DTYPES",
     "DEFAULT_OUT_DIR",
     "DEFAULT_PROMPTS",
+    "DEFAULT_SLURM_TIME_MIN",
     "EVAL_SECTIONS",
+    "EXECUTORS",
+    "EXECUTOR_GROUP",
     "GENERATE_SECTIONS",
+    "GRID_SECTIONS",
     "LR_SCHEDULES",
     "MAX_LR",
     "MAX_NEW_TOKENS",
@@ -70,6 +80,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "GenerateConfig",
+    "GridConfig",
     "ModelConfig",
     "OptimConfig",
     "PlotConfig",
@@ -81,4 +92,5 @@ __all__ = [
     "check_plot_values",
     "exp_file_stem",
     "plan_label",
+    "slurm_minutes",
 ]

@@ -1,7 +1,8 @@
 """The configurations of the other commands: `lmp_generator` (GenerateConfig), `lmp_eval`
-(EvalConfig) and `lmp_plotstats` (PlotConfig), each checked on construction.
+(EvalConfig), `lmp_plotstats` (PlotConfig) and `lmp_grid` (GridConfig), each checked on
+construction.
 
-No torch here: lmp_plotstats must start without it.
+No torch here: lmp_plotstats and lmp_grid must start without it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lmplay.config.run import MAX_SEED
 from lmplay.config.sections import flag
@@ -190,3 +192,140 @@ GENERATE_SECTIONS: dict[str, type] = {"generate": GenerateConfig}
 
 
 PLOT_SECTIONS: dict[str, type] = {"plot": PlotConfig}
+
+
+EXECUTORS = ("local", "submitit-local", "slurm")
+DEFAULT_SLURM_TIME_MIN = 24 * 60
+EXECUTOR_GROUP = "executors (submitit-local and slurm: pip install 'lmplay[slurm]')"
+
+
+def _executor_flag(help_text: str, default: Any = None, **extra: Any) -> Any:
+    return flag(help_text, default, group=EXECUTOR_GROUP, **extra)
+
+
+@dataclass
+class GridConfig:
+    """`lmp_grid` flags (the grid file is its positional argument)."""
+
+    devices: str = flag(
+        "comma-separated torch devices cells run on, e.g. cuda:0,cuda:1 (default: cpu)", "cpu"
+    )
+    jobs: int = flag("cells run at once on each device (default: 1)", 1, metavar="N")
+    out_root: str | None = flag(
+        "folder holding one folder per cell (default: the grid's out_root, else "
+        "out_grid/<grid name>)"
+    )
+    status: bool = flag("print the table of cells and exit (runs nothing)", False)
+    dry_run: bool = flag(
+        "print each cell's lmp_trainer command (the queue adds --device) and exit; with "
+        "--executor slurm, the sbatch script first",
+        False,
+    )
+    executor: str = _executor_flag(
+        "local: the queue over --devices; submitit-local: every unfinished cell at once as "
+        "submitit local jobs; slurm: one Slurm job array, submitted without waiting "
+        "(default: local)",
+        "local",
+        choices=EXECUTORS,
+    )
+    slurm_partition: str | None = _executor_flag(
+        "partition the array is submitted to", metavar="NAME"
+    )
+    slurm_time: str | None = _executor_flag(
+        "time limit of each array task: minutes or [DAYS-]HOURS:MINUTES[:SECONDS]; a task "
+        "out of time saves and is requeued (default: 24:00:00)",
+        metavar="TIME",
+    )
+    slurm_gpus_per_task: int = _executor_flag(
+        "GPUs of each cell; more than 1 runs the cell under torchrun (default: 0, the CPU)",
+        0,
+        metavar="N",
+    )
+    slurm_array_parallelism: int | None = _executor_flag("array tasks running at once", metavar="N")
+    slurm_setup: tuple[str, ...] = _executor_flag(
+        "a shell line the sbatch script runs before the cell (repeat for more), e.g. "
+        "'source .venv/bin/activate'",
+        (),
+        action="append",
+        metavar="LINE",
+    )
+    slurm_extra: tuple[str, ...] = _executor_flag(
+        "any other sbatch option, e.g. account=myproj or constraint=a100 (repeatable)",
+        (),
+        action="append",
+        metavar="KEY=VALUE",
+    )
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise UsageError(f"--jobs {self.jobs} must be at least 1")
+        if not any(name.strip() for name in self.devices.split(",")):
+            raise UsageError(f"--devices {self.devices!r} names no device")
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"--executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
+        given = [name for name, value in self.slurm_flags().items() if value]
+        if given and self.executor != "slurm":
+            raise UsageError(f"{', '.join(given)}: only for --executor slurm")
+        if self.slurm_gpus_per_task < 0:
+            raise UsageError(f"--slurm-gpus-per-task {self.slurm_gpus_per_task} must be at least 0")
+        parallel = self.slurm_array_parallelism
+        if parallel is not None and parallel < 1:
+            raise UsageError(f"--slurm-array-parallelism {parallel} must be at least 1")
+        # Reading them is their check: a bad one raises here, before the grid is read.
+        self.slurm_time_min()
+        self.slurm_extra_parameters()
+
+    def slurm_flags(self) -> dict[str, object]:
+        """Each `--slurm-*` flag and its value (None, 0 or empty: not given)."""
+        return {
+            "--" + name.replace("_", "-"): getattr(self, name)
+            for name in (
+                "slurm_partition", "slurm_time", "slurm_gpus_per_task",
+                "slurm_array_parallelism", "slurm_setup", "slurm_extra",
+            )
+        }  # fmt: skip
+
+    def slurm_time_min(self) -> int:
+        """`--slurm-time` in whole minutes."""
+        if not self.slurm_time:
+            return DEFAULT_SLURM_TIME_MIN
+        return slurm_minutes(self.slurm_time)
+
+    def slurm_extra_parameters(self) -> dict[str, Any]:
+        """`--slurm-extra KEY=VALUE` (or a bare KEY for a switch) -> sbatch parameters."""
+        extra: dict[str, Any] = {}
+        for item in self.slurm_extra:
+            key, has_value, value = item.partition("=")
+            key = key.strip().removeprefix("--")
+            if not key or (has_value and not value):
+                raise UsageError(
+                    f"--slurm-extra {item!r}: give KEY=VALUE (e.g. account=myproj) or KEY"
+                )
+            extra[key] = value if has_value else True
+        return extra
+
+
+def slurm_minutes(text: str) -> int:
+    """Slurm's time formats (`90`, `1:30:00`, `2-00:00:00`, ...) in whole minutes."""
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        day_count = int(days)
+    except ValueError:
+        parts, day_count = [], 0
+    if not 1 <= len(parts) <= 3 or min([*parts, day_count]) < 0:
+        raise UsageError(
+            f"--slurm-time {text!r}: give minutes, or [DAYS-]HOURS:MINUTES[:SECONDS] "
+            "(e.g. 90, 1:30:00, 2-00:00:00)"
+        )
+    if "-" in text:  # DAYS-HOURS[:MINUTES[:SECONDS]]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    else:  # MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS
+        hours, minutes, seconds = [0, *parts, 0][:3] if len(parts) < 3 else parts
+    total = ((day_count * 24 + hours) * 60 + minutes) + (1 if seconds else 0)
+    if total <= 0:
+        raise UsageError(f"--slurm-time {text!r} must be more than zero")
+    return total
+
+
+GRID_SECTIONS: dict[str, type] = {"grid": GridConfig}

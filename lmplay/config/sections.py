@@ -32,7 +32,9 @@ RESUME_SETTINGS = ("seed", "dropout", "batch-size", "no-packing", "data")
 
 
 def flag(help_text: str, default: Any = None, **extra: Any) -> Any:
-    """A dataclass field that is also a command-line flag (`--name-with-dashes`)."""
+    """A dataclass field that is also a command-line flag (`--name-with-dashes`). `extra` goes
+    to the parser: `choices`, `metavar`, `nargs`, `action="append"` (a repeatable flag: a
+    `tuple[str, ...]` field), `group` (the `--help` section it is listed in)."""
     return field(default=default, metadata={"help": help_text, **extra})
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from lmplay.config import DEFAULT_SLURM_TIME_MIN, GridConfig
 from lmplay.errors import UsageError
 from lmplay.grid.queue import (
     EXIT_ALL_FINISHED,
@@ -47,12 +48,10 @@ from lmplay.grid.status import (
     write_record,
 )
 
-EXECUTORS = ("local", "submitit-local", "slurm")
 SUBMITIT_FOLDER = ".submitit"  # submitit's pickles and logs, under the grid's out_root
 SIGNAL_DELAY_S = 120  # Slurm's USR2 comes this long before the kill: time for a save
 SAVE_WAIT_S = 100  # how long a preempted task waits for its trainer to save and exit
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit-local kills a task after this; cells are not timed
-DEFAULT_SLURM_TIME_MIN = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -86,56 +85,15 @@ class SlurmOptions:
         return "cuda" if self.gpus_per_task else "cpu"
 
 
-def parse_slurm_time(text: str) -> int:
-    """Slurm's time formats (`90`, `1:30:00`, `2-00:00:00`, ...) in whole minutes."""
-    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
-    try:
-        parts = [int(p) for p in clock.split(":")]
-        day_count = int(days)
-    except ValueError:
-        parts, day_count = [], 0
-    if not 1 <= len(parts) <= 3 or min([*parts, day_count]) < 0:
-        raise UsageError(
-            f"--slurm-time {text!r}: give minutes, or [DAYS-]HOURS:MINUTES[:SECONDS] "
-            "(e.g. 90, 1:30:00, 2-00:00:00)"
-        )
-    if "-" in text:  # DAYS-HOURS[:MINUTES[:SECONDS]]
-        hours, minutes, seconds = [*parts, 0, 0][:3]
-    else:  # MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS
-        hours, minutes, seconds = [0, *parts, 0][:3] if len(parts) < 3 else parts
-    total = ((day_count * 24 + hours) * 60 + minutes) + (1 if seconds else 0)
-    if total <= 0:
-        raise UsageError(f"--slurm-time {text!r} must be more than zero")
-    return total
-
-
-def parse_slurm_extra(items: list[str]) -> dict[str, Any]:
-    """`--slurm-extra KEY=VALUE` (or a bare KEY for a switch) -> sbatch parameters."""
-    extra: dict[str, Any] = {}
-    for item in items:
-        key, has_value, value = item.partition("=")
-        key = key.strip().removeprefix("--")
-        if not key or (has_value and not value):
-            raise UsageError(f"--slurm-extra {item!r}: give KEY=VALUE (e.g. account=myproj) or KEY")
-        extra[key] = value if has_value else True
-    return extra
-
-
-def slurm_options(flags: dict[str, Any]) -> SlurmOptions:
-    """SlurmOptions from the `--slurm-*` flag values (None or empty: not given), checked."""
-    gpus, parallel = flags["--slurm-gpus-per-task"] or 0, flags["--slurm-array-parallelism"]
-    if gpus < 0:
-        raise UsageError(f"--slurm-gpus-per-task {gpus} must be at least 0")
-    if parallel is not None and parallel < 1:
-        raise UsageError(f"--slurm-array-parallelism {parallel} must be at least 1")
-    time = flags["--slurm-time"]
+def slurm_options(cfg: GridConfig) -> SlurmOptions:
+    """SlurmOptions from the `--slurm-*` flag values (checked by GridConfig)."""
     return SlurmOptions(
-        partition=flags["--slurm-partition"],
-        time_min=parse_slurm_time(time) if time else DEFAULT_SLURM_TIME_MIN,
-        gpus_per_task=gpus,
-        array_parallelism=parallel,
-        setup=tuple(flags["--slurm-setup"] or ()),
-        extra=parse_slurm_extra(list(flags["--slurm-extra"] or ())),
+        partition=cfg.slurm_partition,
+        time_min=cfg.slurm_time_min(),
+        gpus_per_task=cfg.slurm_gpus_per_task,
+        array_parallelism=cfg.slurm_array_parallelism,
+        setup=tuple(cfg.slurm_setup),
+        extra=cfg.slurm_extra_parameters(),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmplay.cli import generate, plotstats, trainer
+from lmplay.cli import generate, grid, plotstats, trainer
 from lmplay.cli.flags import parse_flags
 from lmplay.config import PLOT_SECTIONS, GenerateConfig, ModelConfig, PlotConfig
 from lmplay.errors import UsageError
@@ -16,6 +16,7 @@ from lmplay.errors import UsageError
 HELPS = {
     "lmp_trainer": trainer.build_parser,
     "lmp_generator": generate._parser,
+    "lmp_grid": grid.build_parser,
     "lmp_plotstats": plotstats.build_parser,
 }
 
