@@ -70,7 +70,9 @@ for command in sys.stdin:
         while True:
             step += 1
             save_checkpoint(path, components(step))
-            print(f"saved {step}", flush=True)
+            # One write() of one short line is atomic on a pipe: a kill cannot leave half of
+            # it for the parent's next line to be glued to.
+            os.write(1, f"saved {step}\n".encode())
     print(f"writer {writer}", flush=True)
 """
 
