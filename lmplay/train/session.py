@@ -98,27 +98,14 @@ def build_session(
     source = resume.find_source(cfg, plan)
     seed_everything(cfg.data.seed)
     built = build_model(cfg, placement, source, notes)
-    optimizer, groups = build_optimizer(
-        cfg.optim.optimizer,
-        built.model,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay_value(),
-        device=placement.device,
-    )
+    optimizer, groups = _optimizer(cfg, built, placement)
     schedule = run_schedule(cfg)
+    course = _plan_course(cfg, plan, built, source, notes)
+    stats = _stats(cfg, plan, built, placement, course.initial_model)
     runner = RunnerState()
     position = StepState(
         lambda: runner.step, restart_warmup=source.fresh_optimizer_on_trained_weights(cfg)
     )
-    progress = PlanProgress(plan)
-    load_progress = resume.progress_loader(cfg, plan, progress, source, notes)
-    settings = stage_settings(plan, cfg, built.model, built.args)  # refused before data loads
-    data = dataset_fingerprints(plan.datasets)
-    changed_data = set()
-    if load_progress is not None:  # the run goes on: what it trains on must not have changed
-        changed_data = resume.changed_datasets(cfg, built.args, source, data, notes)
-    initial_model = resume.provenance(source)
-    stats = _stats(cfg, plan, built, placement, initial_model)
     stop_rules = StopRules(plan, cfg.stop)
     best = BestCheckpoint(best_set_name(plan, cfg.stop))
     table = checkpoint_table(
@@ -127,10 +114,10 @@ def build_session(
         optimizer=optimizer,
         groups=groups,
         plan=plan,
-        progress=progress,
-        load_progress=load_progress,
+        progress=course.progress,
+        load_progress=course.load_progress,
         runner=runner,
-        runner_args=_runner_args(cfg, built, data, initial_model),
+        runner_args=_runner_args(cfg, built, course),
         schedule=schedule,
         schedule_position=position,
         stats=stats,
@@ -139,11 +126,7 @@ def build_session(
         scaler=placement.precision.scaler,
         world=placement.world,
     )
-    keep_history = load_progress is not None
-    resume.restore(table, source, cfg, built.model, groups, keep_history, notes)
-    resume.restart_stage_on_changed_data(progress, changed_data, notes)
-    if not keep_history:
-        stats.reset()
+    _restore(table, source, cfg, built, groups, course, stats, notes)
     if source.fresh_optimizer_on_trained_weights(cfg):
         warmup = f"; LR warmup restarts at step {runner.step}" if schedule.warmup_steps else ""
         notes.append(f"fresh optimizer state (weights loaded){warmup}")
@@ -156,8 +139,8 @@ def build_session(
         groups=groups,
         schedule=dataclasses.replace(schedule, warmup_from=position.warmup_from),
         plan=plan,
-        progress=progress,
-        stage_settings=settings,
+        progress=course.progress,
+        stage_settings=course.settings,
         runner=runner,
         stats=stats,
         stop_rules=stop_rules,
@@ -166,6 +149,62 @@ def build_session(
         source=source,
         notes=notes,
     )
+
+
+def _optimizer(
+    cfg: RunConfig, built: BuiltModel, placement: Placement
+) -> tuple[torch.optim.Optimizer, DecayGroups]:
+    return build_optimizer(
+        cfg.optim.optimizer,
+        built.model,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay_value(),
+        device=placement.device,
+    )
+
+
+@dataclass
+class PlanCourse:
+    """Where the run stands in its plan and what it may take from its source about that."""
+
+    progress: PlanProgress
+    load_progress: resume.ProgressLoader | None  # None: the history starts over
+    settings: list[StageSettings]  # each stage's settings, checked before any data is read
+    data: dict[str, Any]  # the datasets' fingerprints, stored for the next resume to compare
+    changed_data: set[str]  # datasets whose files changed since the checkpoint (allowed)
+    initial_model: dict[str, Any] | None  # the --initial-model the run started from
+
+
+def _plan_course(
+    cfg: RunConfig, plan: TrainingPlan, built: BuiltModel, source: Source, notes: list[str]
+) -> PlanCourse:
+    progress = PlanProgress(plan)
+    load_progress = resume.progress_loader(cfg, plan, progress, source, notes)
+    settings = stage_settings(plan, cfg, built.model, built.args)
+    data = dataset_fingerprints(plan.datasets)
+    changed: set[str] = set()
+    if load_progress is not None:  # the run goes on: what it trains on must not have changed
+        changed = resume.changed_datasets(cfg, built.args, source, data, notes)
+    return PlanCourse(progress, load_progress, settings, data, changed, resume.provenance(source))
+
+
+def _restore(
+    table: CheckpointMap,
+    source: Source,
+    cfg: RunConfig,
+    built: BuiltModel,
+    groups: DecayGroups,
+    course: PlanCourse,
+    stats: StatsRecorder,
+    notes: list[str],
+) -> None:
+    """Load what the run takes from its source; a stage whose data changed starts over, and a
+    run that does not go on starts its stats afresh."""
+    keep_history = course.load_progress is not None
+    resume.restore(table, source, cfg, built.model, groups, keep_history, notes)
+    resume.restart_stage_on_changed_data(course.progress, course.changed_data, notes)
+    if not keep_history:
+        stats.reset()
 
 
 def run_schedule(cfg: RunConfig) -> Schedule:
@@ -213,11 +252,10 @@ def _stats(
     )
 
 
-def _runner_args(
-    cfg: RunConfig, built: BuiltModel, data: dict[str, Any], initial_model: dict[str, Any] | None
-) -> dict[str, Any]:
+def _runner_args(cfg: RunConfig, built: BuiltModel, course: PlanCourse) -> dict[str, Any]:
     """The run's description in its checkpoint: what a resume compares, where it started."""
-    args: dict[str, Any] = {"config": resume.effective_config(cfg, built.args), "data": data}
-    if initial_model is not None:  # kept by every later save, so a resume keeps saying it
-        args["initial_model"] = initial_model
+    config = resume.effective_config(cfg, built.args)
+    args: dict[str, Any] = {"config": config, "data": course.data}
+    if course.initial_model is not None:  # kept by every later save, so a resume says it too
+        args["initial_model"] = course.initial_model
     return args
